@@ -1,0 +1,61 @@
+"""pgpubsub: PostgreSQL LISTEN/NOTIFY as a dependable pub/sub framework for Django."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .channel import Channel, Listener, TriggerChannel, set_notification_context
+from .exceptions import (
+    ChannelDefinitionError,
+    ChannelNotFound,
+    ListenerRegistrationError,
+    NotifyError,
+    PayloadError,
+    PgpubsubError,
+)
+from .listeners import (
+    ListenerFilterProvider,
+    listener,
+    post_delete_listener,
+    post_insert_listener,
+    post_save_listener,
+    post_update_listener,
+    pre_delete_listener,
+    pre_insert_listener,
+    pre_save_listener,
+    pre_update_listener,
+    trigger_listener,
+)
+from .notify import notify, process_stored_notifications
+
+try:
+    __version__ = version("pgpubsub")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Channel",
+    "ChannelDefinitionError",
+    "ChannelNotFound",
+    "Listener",
+    "ListenerFilterProvider",
+    "ListenerRegistrationError",
+    "NotifyError",
+    "PayloadError",
+    "PgpubsubError",
+    "TriggerChannel",
+    "__version__",
+    "listener",
+    "notify",
+    "post_delete_listener",
+    "post_insert_listener",
+    "post_save_listener",
+    "post_update_listener",
+    "pre_delete_listener",
+    "pre_insert_listener",
+    "pre_save_listener",
+    "pre_update_listener",
+    "process_stored_notifications",
+    "set_notification_context",
+    "trigger_listener",
+]

@@ -1,0 +1,35 @@
+"""The pgpubsub Django app."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from django.apps import AppConfig, apps
+
+
+class PgpubsubConfig(AppConfig):
+    """Imports every installed app's ``channels`` and ``listeners`` modules at start-up
+    and checks every channel class, so a bad declaration fails at start-up, not
+    at the first notification."""
+
+    name = "pgpubsub"
+    verbose_name = "pgpubsub"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from .channel import all_channel_classes
+
+        for app_config in apps.get_app_configs():
+            for module in ("channels", "listeners"):
+                dotted = f"{app_config.name}.{module}"
+                if importlib.util.find_spec(app_config.name) is None:
+                    continue
+                try:
+                    spec = importlib.util.find_spec(dotted)
+                except ModuleNotFoundError:
+                    spec = None
+                if spec is not None:
+                    importlib.import_module(dotted)
+        for channel in all_channel_classes():
+            channel.validate()

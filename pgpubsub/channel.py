@@ -1,0 +1,301 @@
+"""Channels: the dataclasses that name a stream of notifications.
+
+A :class:`Channel` is an app-level channel whose dataclass fields are the
+payload, published with :func:`pgpubsub.notify`. A :class:`TriggerChannel`
+is bound to a model; database triggers publish its row changes and its
+listeners receive ``old`` and ``new`` model instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+import pydoc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from django.apps import apps
+from django.db import connections, models
+from django.db.utils import InternalError
+
+from . import conf
+from .exceptions import ChannelDefinitionError, ChannelNotFound, ListenerRegistrationError
+from .payloads import ChannelCodec, RowDecoder
+
+#: The longest channel name LISTEN/NOTIFY accept, in bytes.
+MAX_CHANNEL_NAME_LENGTH = 63
+
+
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    """A registered listener: a callback and the events of a channel it serves."""
+
+    callback: Callable[..., Any]
+    channel: type[BaseChannel]
+    #: PostgreSQL names of the triggers whose events this listener receives;
+    #: ``None`` receives every event of the channel.
+    triggers: frozenset[str] | None
+    #: Whether the callback declares a ``context`` parameter.
+    wants_context: bool
+
+    @property
+    def name(self) -> str:
+        """The callback's dotted path, for logs."""
+        return f"{self.callback.__module__}.{self.callback.__qualname__}"
+
+    def serves(self, trigger: str | None) -> bool:
+        return self.triggers is None or trigger is None or trigger in self.triggers
+
+
+#: channel class -> listeners registered on it, in registration order.
+registry: dict[type[BaseChannel], list[Listener]] = {}
+_channels_by_db_name: dict[str, type[BaseChannel]] = {}
+
+
+@dataclasses.dataclass
+class BaseChannel:
+    """Common behaviour of :class:`Channel` and :class:`TriggerChannel`."""
+
+    #: Durable, exactly-once delivery through the stored-notification outbox.
+    lock_notifications: ClassVar[bool] = False
+    #: Attempts before a failing durable notification is dead-lettered;
+    #: ``None`` uses ``PGPUBSUB_MAX_ATTEMPTS``.
+    max_attempts: ClassVar[int | None] = None
+
+    @classmethod
+    def name(cls) -> str:
+        """The channel's dotted path, e.g. ``"myapp.channels.AuthorChannel"``."""
+        module = inspect.getmodule(cls)
+        return f"{module.__name__ if module else cls.__module__}.{cls.__qualname__}"
+
+    @classmethod
+    def listen_safe_name(cls) -> str:
+        """The LISTEN/NOTIFY channel name used in the database.
+
+        Short, stable and derived from :meth:`name` (the same derivation as
+        django-pgpubsub 1.3.1, so stored notifications carry over).
+        """
+        return _db_name(cls.name())
+
+    @classmethod
+    def get(cls, name: str) -> tuple[type[BaseChannel], list[Callable[..., Any]]] | None:
+        """Find a registered channel by its database name (compatibility helper)."""
+        channel = _channels_by_db_name.get(name)
+        if channel is None:
+            return None
+        return channel, [listener.callback for listener in registry.get(channel, [])]
+
+    @classmethod
+    def register(cls, callback: Callable[..., Any]) -> None:
+        """Register ``callback`` for every event of this channel."""
+        register_listener(cls, callback, triggers=None)
+
+    @classmethod
+    def validate(cls) -> None:
+        """Check that the channel can be used; raise :class:`ChannelDefinitionError` if not."""
+        name = cls.listen_safe_name()
+        if len(name.encode()) > MAX_CHANNEL_NAME_LENGTH:  # pragma: no cover - fixed length
+            raise ChannelDefinitionError(cls.name(), f"database name {name!r} is too long")
+
+    @classmethod
+    def effective_max_attempts(cls) -> int:
+        if cls.max_attempts is None:
+            return conf.max_attempts()
+        if isinstance(cls.max_attempts, bool) or not isinstance(cls.max_attempts, int):
+            raise ChannelDefinitionError(
+                cls.name(), f"max_attempts must be a positive int, got {cls.max_attempts!r}"
+            )
+        return max(1, cls.max_attempts)
+
+
+@functools.lru_cache(maxsize=None)
+def _db_name(dotted: str) -> str:
+    return "pgpubsub_" + hashlib.sha1(dotted.encode()).hexdigest()[:5]
+
+
+@dataclasses.dataclass
+class Channel(BaseChannel):
+    """An app-level channel; subclass it as a ``@dataclass`` whose fields are the payload."""
+
+    @classmethod
+    def codec(cls) -> ChannelCodec:
+        """The channel's payload codec (built once, raising if a field cannot be carried)."""
+        codec = cls.__dict__.get("_pgpubsub_codec")
+        if codec is None:
+            codec = ChannelCodec.build(cls, cls.name())
+            cls._pgpubsub_codec = codec  # type: ignore[attr-defined]
+        return codec
+
+    @classmethod
+    def validate(cls) -> None:
+        super().validate()
+        cls.codec()
+
+
+@dataclasses.dataclass
+class TriggerChannel(BaseChannel):
+    """A channel bound to a model; its listeners receive ``old`` and ``new`` instances.
+
+    Set ``model`` to the model class (or its ``"app_label.ModelName"`` label).
+    """
+
+    model: ClassVar[Any] = NotImplementedError
+    old: models.Model | None
+    new: models.Model | None
+    context: dict[str, Any] | None = None
+
+    @classmethod
+    def get_model(cls) -> type[models.Model]:
+        model = cls.model
+        if isinstance(model, str):
+            try:
+                model = apps.get_model(model)
+            except (LookupError, ValueError) as exc:
+                raise ChannelDefinitionError(
+                    cls.name(), f"model {cls.model!r} is not an installed model"
+                ) from exc
+        if not (isinstance(model, type) and issubclass(model, models.Model)):
+            raise ChannelDefinitionError(
+                cls.name(),
+                f"a TriggerChannel needs `model = <Django model class>`, got {cls.model!r}",
+            )
+        return model
+
+    @classmethod
+    def row_decoder(cls) -> RowDecoder:
+        decoder = cls.__dict__.get("_pgpubsub_row_decoder")
+        if decoder is None:
+            decoder = RowDecoder(cls.get_model(), cls.name())
+            cls._pgpubsub_row_decoder = decoder  # type: ignore[attr-defined]
+        return decoder
+
+    @classmethod
+    def validate(cls) -> None:
+        super().validate()
+        cls.get_model()
+
+
+def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
+    """Return the channel class for a class or its dotted path.
+
+    Raises :class:`ChannelNotFound` naming the path when it does not resolve
+    to a :class:`Channel` or :class:`TriggerChannel` subclass.
+    """
+    if isinstance(channel, str):
+        located = pydoc.locate(channel)
+        if located is None:
+            raise ChannelNotFound(channel, "no such module attribute")
+    else:
+        located = channel
+    if not (isinstance(located, type) and issubclass(located, BaseChannel)):
+        raise ChannelNotFound(channel, "not a Channel or TriggerChannel subclass")
+    if located in (BaseChannel, Channel, TriggerChannel):
+        raise ChannelNotFound(channel, "declare a subclass; the base classes are not channels")
+    return located
+
+
+def _index_channel(channel: type[BaseChannel]) -> None:
+    db_name = channel.listen_safe_name()
+    known = _channels_by_db_name.get(db_name)
+    if known is not None and known is not channel and known.name() != channel.name():
+        raise ChannelDefinitionError(
+            channel.name(),
+            f"its database name {db_name!r} collides with {known.name()}; rename one of them",
+        )
+    _channels_by_db_name[db_name] = channel
+
+
+def channel_for_db_name(db_name: str) -> type[BaseChannel] | None:
+    return _channels_by_db_name.get(db_name)
+
+
+def register_listener(
+    channel: type[BaseChannel],
+    callback: Callable[..., Any],
+    *,
+    triggers: frozenset[str] | None,
+) -> Listener:
+    """Add a listener to the registry (idempotent for the same callback and triggers)."""
+    if not callable(callback):
+        raise ListenerRegistrationError(
+            f"a listener must be callable; got {callback!r} for {channel.name()}"
+        )
+    channel.validate()
+    _index_channel(channel)
+    try:
+        parameters = inspect.signature(callback).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signature
+        parameters = {}  # type: ignore[assignment]
+    listener = Listener(
+        callback=callback,
+        channel=channel,
+        triggers=triggers,
+        wants_context="context" in parameters,
+    )
+    listeners = registry.setdefault(channel, [])
+    for index, known in enumerate(listeners):
+        if known.name == listener.name and known.triggers == triggers:
+            # Re-importing a listeners module registers the same function again.
+            listeners[index] = listener
+            return listener
+    listeners.append(listener)
+    return listener
+
+
+def listeners_for(channel: type[BaseChannel]) -> list[Listener]:
+    return registry.get(channel, [])
+
+
+TX_ABORTED_ERROR_MESSAGE = "current transaction is aborted"
+
+
+def set_notification_context(context: dict[str, Any], using: str | None = None) -> None:
+    """Attach ``context`` to the notifications sent later in this transaction.
+
+    Trigger notifications and :func:`pgpubsub.notify` calls made afterwards
+    carry the dict; listeners receive it as ``context`` when they declare that
+    parameter (or always, with ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS = True``).
+
+    By default (``PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = True``) the context
+    ends with the transaction and must be set inside ``transaction.atomic()``.
+    With that setting ``False`` it lasts for the rest of the database session.
+    """
+    if not isinstance(context, dict):
+        raise TypeError(f"notification context must be a dict, got {type(context).__name__}")
+    conn = connections[using or "default"]
+    if conn.needs_rollback:
+        return
+    tx_bound = conf.tx_bound_notification_context()
+    if tx_bound and not conn.in_atomic_block:
+        raise RuntimeError(
+            "set_notification_context() must be called inside transaction.atomic() because "
+            "the context is bound to the transaction (PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT). "
+            "Wrap the code in atomic(), or set PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = False "
+            "to keep the context for the whole database session."
+        )
+    encoded = json.dumps(context, default=str)
+    with conn.cursor() as cursor:
+        try:
+            cursor.execute(
+                "SELECT set_config('pgpubsub.notification_context', %s, %s)",
+                [encoded, tx_bound],
+            )
+        except InternalError as exc:
+            if TX_ABORTED_ERROR_MESSAGE in str(exc):
+                return
+            raise
+
+
+def all_channel_classes() -> list[type[BaseChannel]]:
+    """Every concrete channel class defined so far (subclasses of the base classes)."""
+    found: list[type[BaseChannel]] = []
+    stack: list[type[BaseChannel]] = [Channel, TriggerChannel]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub not in found:
+                found.append(sub)
+                stack.append(sub)
+    return found

@@ -1,0 +1,173 @@
+"""Listener decorators.
+
+``@listener(Channel)`` registers a function for every notification of a
+channel. The trigger decorators (``post_insert_listener`` and friends) also
+register a django-pgtrigger trigger on the channel's model, so
+``makemigrations`` writes it and ``migrate`` installs it; each listener then
+receives only the events of its own timing and operation. Every decorator
+returns the function unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import pgtrigger
+from django.db.models import Q
+
+from .channel import (
+    BaseChannel,
+    TriggerChannel,
+    locate_channel,
+    register_listener,
+)
+from .exceptions import ListenerRegistrationError
+from .triggers import ChannelTrigger, Notify
+
+F = TypeVar("F", bound=Callable[..., Any])
+ChannelRef = type[BaseChannel] | str
+
+# (channel, timing, operation) -> the one trigger object for it, so that
+# several listeners on one channel and operation share one trigger.
+_channel_triggers: dict[tuple[type[BaseChannel], str, str], ChannelTrigger] = {}
+
+
+def listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Register the decorated function for every notification on ``channel``.
+
+    For a :class:`pgpubsub.Channel` the function receives the channel's fields
+    as keyword arguments; for a :class:`pgpubsub.TriggerChannel` it receives
+    ``old`` and ``new`` of every trigger on the channel.
+    """
+    channel_cls = locate_channel(channel)
+
+    def decorate(callback: F) -> F:
+        register_listener(channel_cls, callback, triggers=None)
+        return callback
+
+    return decorate
+
+
+def _trigger_channel(channel: ChannelRef) -> type[TriggerChannel]:
+    channel_cls = locate_channel(channel)
+    if not issubclass(channel_cls, TriggerChannel):
+        raise ListenerRegistrationError(
+            f"{channel_cls.name()} is not a TriggerChannel; trigger listeners need a channel "
+            "with a model. Use @pgpubsub.listener for app-level channels."
+        )
+    channel_cls.validate()
+    return channel_cls
+
+
+def _channel_trigger(
+    channel: type[TriggerChannel], when: pgtrigger.Timing, operation: pgtrigger.Operation
+) -> ChannelTrigger:
+    key = (channel, str(when), str(operation))
+    trigger = _channel_triggers.get(key)
+    if trigger is None:
+        trigger = ChannelTrigger(channel=channel, when=when, operation=operation)
+        trigger.register(channel.get_model())
+        _channel_triggers[key] = trigger
+    return trigger
+
+
+def _operation_listener(
+    channel: ChannelRef, when: pgtrigger.Timing, *operations: pgtrigger.Operation
+) -> Callable[[F], F]:
+    channel_cls = _trigger_channel(channel)
+    model = channel_cls.get_model()
+    triggers = [_channel_trigger(channel_cls, when, op) for op in operations]
+    pgids = frozenset(trigger.get_pgid(model) for trigger in triggers)
+
+    def decorate(callback: F) -> F:
+        register_listener(channel_cls, callback, triggers=pgids)
+        return callback
+
+    return decorate
+
+
+def pre_save_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to rows about to be inserted or updated (BEFORE INSERT OR UPDATE)."""
+    return _operation_listener(channel, pgtrigger.Before, pgtrigger.Insert, pgtrigger.Update)
+
+
+def post_save_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to inserted and updated rows (AFTER INSERT OR UPDATE)."""
+    return _operation_listener(channel, pgtrigger.After, pgtrigger.Insert, pgtrigger.Update)
+
+
+def pre_insert_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to rows about to be inserted (BEFORE INSERT); ``old`` is ``None``."""
+    return _operation_listener(channel, pgtrigger.Before, pgtrigger.Insert)
+
+
+def post_insert_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to inserted rows (AFTER INSERT); ``old`` is ``None``."""
+    return _operation_listener(channel, pgtrigger.After, pgtrigger.Insert)
+
+
+def pre_update_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to rows about to be updated (BEFORE UPDATE)."""
+    return _operation_listener(channel, pgtrigger.Before, pgtrigger.Update)
+
+
+def post_update_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to updated rows (AFTER UPDATE)."""
+    return _operation_listener(channel, pgtrigger.After, pgtrigger.Update)
+
+
+def pre_delete_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to rows about to be deleted (BEFORE DELETE); ``new`` is ``None``.
+
+    The trigger never cancels the delete.
+    """
+    return _operation_listener(channel, pgtrigger.Before, pgtrigger.Delete)
+
+
+def post_delete_listener(channel: ChannelRef) -> Callable[[F], F]:
+    """Listen to deleted rows (AFTER DELETE); ``new`` is ``None``."""
+    return _operation_listener(channel, pgtrigger.After, pgtrigger.Delete)
+
+
+def trigger_listener(channel: ChannelRef, trigger: pgtrigger.Trigger) -> Callable[[F], F]:
+    """Listen to the events of a custom trigger on the channel's model.
+
+    ``trigger`` is usually a :class:`pgpubsub.triggers.Notify` built with the
+    timing, operation and condition you need; it is registered on the model
+    (once, however many listeners share it) and bound to ``channel``. The
+    listener receives only that trigger's events.
+    """
+    channel_cls = _trigger_channel(channel)
+    model = channel_cls.get_model()
+    if not isinstance(trigger, pgtrigger.Trigger):
+        raise ListenerRegistrationError(
+            f"trigger_listener({channel_cls.name()}, ...) needs a pgtrigger.Trigger, "
+            f"got {trigger!r}"
+        )
+    if isinstance(trigger, Notify):
+        trigger.bind(channel_cls)
+    already = any(
+        registered_model is model and registered.name == trigger.name
+        for registered_model, registered in pgtrigger.registered()
+    )
+    if not already:
+        trigger.register(model)
+    pgid = trigger.get_pgid(model)
+
+    def decorate(callback: F) -> F:
+        register_listener(channel_cls, callback, triggers=frozenset({pgid}))
+        return callback
+
+    return decorate
+
+
+class ListenerFilterProvider(Protocol):
+    """Selects which stored notifications a worker takes.
+
+    Name an implementation in ``PGPUBSUB_LISTENER_FILTER``; its ``get_filter``
+    returns a ``Q`` over :class:`pgpubsub.models.Notification` (for example
+    ``Q(payload__new__tenant_id=7)``).
+    """
+
+    def get_filter(self) -> Q: ...

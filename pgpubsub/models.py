@@ -1,0 +1,90 @@
+"""Database tables of pgpubsub."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from .channel import MAX_CHANNEL_NAME_LENGTH
+
+
+class Notification(models.Model):
+    """A stored (durable) notification: one row of the transactional outbox.
+
+    Rows are written in the writer's transaction by the channel's trigger or
+    by :func:`pgpubsub.notify`, so a row exists if and only if that
+    transaction committed. A worker claims rows with ``FOR UPDATE SKIP
+    LOCKED``, runs the listeners and deletes the row in the same transaction.
+    A row whose listeners keep failing is retried with backoff and finally
+    kept with ``state = "dead"`` and its last error.
+    """
+
+    PENDING = "pending"
+    DEAD = "dead"
+    STATES = [(PENDING, "Pending"), (DEAD, "Dead letter")]
+
+    id = models.BigAutoField(primary_key=True)
+    #: The database name of the channel (``Channel.listen_safe_name()``).
+    channel = models.CharField(max_length=MAX_CHANNEL_NAME_LENGTH)
+    #: The event: ``trigger``/``op``/``old``/``new`` or ``kwargs``, and ``context``.
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    #: How many times processing was attempted and failed.
+    attempts = models.PositiveIntegerField(default=0)
+    #: ``pending`` (to be processed) or ``dead`` (dead letter, kept for inspection).
+    state = models.CharField(max_length=16, choices=STATES, default=PENDING)
+    #: When a pending notification may next be tried.
+    available_at = models.DateTimeField(default=timezone.now)
+    #: The last failure's exception and traceback.
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "pgpubsub_notification"
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["channel", "id"],
+                condition=models.Q(state="pending"),
+                name="pgpubsub_pending_idx",
+            ),
+            models.Index(
+                fields=["channel", "id"],
+                condition=models.Q(state="dead"),
+                name="pgpubsub_dead_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Notification {self.pk} on {self.channel} ({self.state})"
+
+    def __repr__(self) -> str:
+        return (
+            f"Notification(id={self.pk}, channel={self.channel!r}, state={self.state!r}, "
+            f"attempts={self.attempts}, created_at={self.created_at!r})"
+        )
+
+    @classmethod
+    def from_channel(cls, channel: Any) -> models.QuerySet[Notification]:
+        """Stored notifications of a channel class (django-pgpubsub 1.3.1 helper)."""
+        return cls.objects.filter(channel=channel.listen_safe_name())
+
+
+class StoredPayload(models.Model):
+    """A broadcast payload too large for a NOTIFY (over 7999 bytes).
+
+    The NOTIFY carries only this row's id. Rows are deleted by the workers
+    after ``PGPUBSUB_PAYLOAD_RETENTION`` seconds.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    channel = models.CharField(max_length=MAX_CHANNEL_NAME_LENGTH)
+    payload = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "pgpubsub_payload"
+
+    def __str__(self) -> str:
+        return f"Stored payload {self.pk} on {self.channel}"

@@ -1,0 +1,389 @@
+"""Encoding and decoding of notification payloads.
+
+Typed channel payloads are (de)serialised by msgspec from the channel
+dataclass itself, so every type msgspec supports (str, int, float, bool,
+None, Decimal, datetime, date, time, timedelta, UUID, Enum, unions, list,
+tuple, set, frozenset, dict, nested dataclasses) round-trips exactly.
+Django model instances travel as their primary key and are fetched again
+on delivery.
+
+Trigger payloads carry rows as PostgreSQL's ``to_jsonb(row)`` renders them;
+:class:`RowDecoder` rebuilds model instances from them with Django's own
+field conversion, keyed by database column so ``db_column`` works and so
+rows written before or after a schema change still deliver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .exceptions import ChannelDefinitionError, NotifyError
+
+logger = logging.getLogger("pgpubsub")
+
+# Python objects that msgspec.convert() accepts as they are when checking
+# notify() arguments against the channel's field types.
+_BUILTIN_TYPES = (
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    uuid.UUID,
+    bytes,
+    bytearray,
+)
+
+
+class Event(msgspec.Struct, omit_defaults=True):
+    """One event as carried in a NOTIFY message or a stored notification.
+
+    Trigger events carry ``trigger`` (the PostgreSQL trigger that fired),
+    ``op`` (INSERT/UPDATE/DELETE) and the ``old``/``new`` rows; app-level
+    events carry ``kwargs``, the channel's fields. ``context`` is the
+    notification context, if one was set.
+    """
+
+    trigger: str | None = None
+    op: str | None = None
+    old: dict[str, msgspec.Raw] | None = None
+    new: dict[str, msgspec.Raw] | None = None
+    kwargs: msgspec.Raw | None = None
+    context: dict[str, Any] | None = None
+
+
+class Message(msgspec.Struct):
+    """A broadcast NOTIFY payload: a batch of events, or a reference to one."""
+
+    trigger: str | None = None
+    op: str | None = None
+    context: dict[str, Any] | None = None
+    seq: int | None = None
+    events: list[Event] = []
+    ref: int | None = None
+
+
+message_decoder = msgspec.json.Decoder(Message)
+event_decoder = msgspec.json.Decoder(Event)
+
+
+def preview(payload: str | bytes, limit: int = 120) -> str:
+    """A short, printable excerpt of a payload for log messages."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+# --------------------------------------------------------------------------
+# Typed channel payloads
+
+
+def _encode_hook(obj: Any) -> Any:
+    if isinstance(obj, models.Model):
+        return obj.pk
+    raise NotImplementedError(f"cannot encode {type(obj).__name__} values")
+
+
+def _check_hook(tp: type, obj: Any) -> Any:
+    # Used when checking notify() arguments: a model field takes an instance.
+    if isinstance(tp, type) and issubclass(tp, models.Model) and isinstance(obj, tp):
+        return obj
+    raise msgspec.ValidationError(f"Expected `{tp.__name__}` instance, got `{type(obj).__name__}`")
+
+
+def _decode_hook(tp: type, obj: Any) -> Any:
+    # Used by the worker: a model field arrives as its primary key.
+    if isinstance(tp, type) and issubclass(tp, models.Model):
+        return tp._default_manager.get(pk=obj)
+    raise NotImplementedError(f"cannot decode {tp!r}")
+
+
+def _unsupported(info: mi.Type, seen: set[type]) -> Iterable[str]:
+    """Yield the names of types inside ``info`` that cannot be carried."""
+    if isinstance(info, mi.CustomType):
+        if not (isinstance(info.cls, type) and issubclass(info.cls, models.Model)):
+            yield getattr(info.cls, "__qualname__", repr(info.cls))
+        return
+    if isinstance(info, mi.DataclassType | mi.StructType | mi.TypedDictType | mi.NamedTupleType):
+        if info.cls in seen:
+            return
+        seen.add(info.cls)
+        for field in info.fields:
+            yield from _unsupported(field.type, seen)
+        return
+    for attr in ("item_type", "key_type", "value_type"):
+        if hasattr(info, attr):
+            yield from _unsupported(getattr(info, attr), seen)
+    for attr in ("item_types", "types"):
+        for inner in getattr(info, attr, ()):
+            yield from _unsupported(inner, seen)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelCodec:
+    """Encoder and decoders for one :class:`pgpubsub.Channel` dataclass."""
+
+    channel_name: str
+    cls: type
+    field_names: tuple[str, ...]
+    encoder: msgspec.json.Encoder
+    decoder: msgspec.json.Decoder[Any]
+
+    @classmethod
+    def build(cls, channel_cls: type, channel_name: str) -> ChannelCodec:
+        own_annotations = channel_cls.__dict__.get("__annotations__")
+        if not dataclasses.is_dataclass(channel_cls) or (
+            own_annotations and "__dataclass_fields__" not in channel_cls.__dict__
+        ):
+            raise ChannelDefinitionError(
+                channel_name, "a Channel must be a dataclass; decorate it with @dataclass"
+            )
+        fields = [f for f in dataclasses.fields(channel_cls) if f.init]
+        try:
+            info = mi.type_info(channel_cls)
+        except (TypeError, NameError) as exc:
+            raise ChannelDefinitionError(
+                channel_name, f"its field types cannot be carried in a payload: {exc}"
+            ) from exc
+        assert isinstance(info, mi.DataclassType)
+        for field_info in info.fields:
+            bad = list(_unsupported(field_info.type, set()))
+            if bad:
+                annotation = next(f.type for f in fields if f.name == field_info.name)
+                raise ChannelDefinitionError(
+                    channel_name,
+                    f"type {annotation!r} cannot be carried in a payload "
+                    f"(unsupported: {', '.join(sorted(set(bad)))}). Use str, int, float, bool, "
+                    "None, Decimal, datetime, date, time, timedelta, UUID, Enum, unions, "
+                    "list, tuple, set, frozenset, dict, dataclasses or Django models.",
+                    field=field_info.name,
+                )
+        try:
+            decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+                channel_cls, dec_hook=_decode_hook
+            )
+        except TypeError as exc:
+            raise ChannelDefinitionError(
+                channel_name, f"its field types cannot be carried in a payload: {exc}"
+            ) from exc
+        encoder = msgspec.json.Encoder(enc_hook=_encode_hook, decimal_format="string")
+        return cls(
+            channel_name=channel_name,
+            cls=channel_cls,
+            field_names=tuple(f.name for f in fields),
+            encoder=encoder,
+            decoder=decoder,
+        )
+
+    def encode_kwargs(self, kwargs: dict[str, Any]) -> bytes:
+        """Check ``kwargs`` against the channel's fields and encode them.
+
+        Raises :class:`NotifyError` naming the channel and the field at fault.
+        """
+        unexpected = sorted(set(kwargs) - set(self.field_names))
+        if unexpected:
+            raise NotifyError(
+                self.channel_name,
+                f"{self.channel_name} has no field {unexpected[0]!r} "
+                f"(its fields: {', '.join(self.field_names) or 'none'})",
+                field=unexpected[0],
+            )
+        try:
+            instance = msgspec.convert(
+                kwargs, self.cls, dec_hook=_check_hook, builtin_types=_BUILTIN_TYPES
+            )
+        except msgspec.ValidationError as exc:
+            field = _field_from_error(str(exc))
+            raise NotifyError(
+                self.channel_name,
+                f"invalid arguments for {self.channel_name}: {exc}",
+                field=field,
+            ) from exc
+        try:
+            return self.encoder.encode(instance)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise NotifyError(
+                self.channel_name, f"cannot encode a payload for {self.channel_name}: {exc}"
+            ) from exc
+
+    def decode_kwargs(self, raw: bytes | msgspec.Raw) -> dict[str, Any]:
+        instance = self.decoder.decode(raw)
+        return {name: getattr(instance, name) for name in self.field_names}
+
+
+def _field_from_error(message: str) -> str | None:
+    # msgspec reports "... - at `$.field...`" or "Object missing required field `x`".
+    if "required field `" in message:
+        return message.split("required field `", 1)[1].split("`", 1)[0]
+    if "`$." in message:
+        rest = message.split("`$.", 1)[1]
+        return rest.split("`", 1)[0].split(".", 1)[0].split("[", 1)[0]
+    return None
+
+
+# --------------------------------------------------------------------------
+# Model rows
+
+
+Converter = Callable[[msgspec.Raw], Any]
+
+
+def _generic(field: models.Field) -> Converter:
+    to_python = field.to_python
+
+    def convert(raw: msgspec.Raw) -> Any:
+        value = msgspec.json.decode(raw)
+        return None if value is None else to_python(value)
+
+    return convert
+
+
+def _decimal(field: models.Field) -> Converter:
+    def convert(raw: msgspec.Raw) -> Any:
+        return msgspec.json.decode(raw, type=decimal.Decimal | None)
+
+    return convert
+
+
+def _json(field: models.Field) -> Converter:
+    decoder = getattr(field, "decoder", None)
+
+    def convert(raw: msgspec.Raw) -> Any:
+        # The column's JSON value arrives already parsed into the row's JSON;
+        # parse it with the field's own decoder, as Django would.
+        return json.loads(bytes(raw), cls=decoder)
+
+    return convert
+
+
+def _binary(field: models.Field) -> Converter:
+    def convert(raw: msgspec.Raw) -> Any:
+        value = msgspec.json.decode(raw)
+        if value is None:
+            return None
+        return bytes.fromhex(value[2:]) if value.startswith("\\x") else value.encode()
+
+    return convert
+
+
+def _datetime(field: models.Field) -> Converter:
+    def convert(raw: msgspec.Raw) -> Any:
+        value = msgspec.json.decode(raw)
+        if value is None:
+            return None
+        parsed = parse_datetime(value)
+        if parsed is None:
+            return field.to_python(value)
+        if settings.USE_TZ:
+            return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+        if timezone.is_aware(parsed):
+            return timezone.make_naive(parsed, timezone.get_default_timezone())
+        return parsed
+
+    return convert
+
+
+def _array(field: Any) -> Converter:
+    base = field.base_field
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return None if value is None else base.to_python(value)
+
+    def convert(raw: msgspec.Raw) -> Any:
+        return walk(msgspec.json.decode(raw, float_hook=decimal.Decimal))
+
+    return convert
+
+
+def _range(field: Any) -> Converter:
+    base = field.base_field
+    range_type = field.range_type
+
+    def bound(text: str) -> Any:
+        text = text.strip('"')
+        return None if text == "" else base.to_python(text)
+
+    def convert(raw: msgspec.Raw) -> Any:
+        value = msgspec.json.decode(raw)
+        if value is None:
+            return None
+        if value == "empty":
+            return range_type(empty=True)
+        lower, upper = value[1:-1].split(",", 1)
+        return range_type(bound(lower), bound(upper), bounds=value[0] + value[-1])
+
+    return convert
+
+
+def _converter(field: models.Field) -> Converter:
+    if isinstance(field, models.JSONField):
+        return _json(field)
+    if isinstance(field, models.DecimalField):
+        return _decimal(field)
+    if isinstance(field, models.BinaryField):
+        return _binary(field)
+    if isinstance(field, models.DateTimeField):
+        return _datetime(field)
+    internal = field.get_internal_type()
+    if internal == "ArrayField":
+        return _array(field)
+    if hasattr(field, "range_type"):
+        return _range(field)
+    if isinstance(field, models.ForeignKey):
+        target = field.target_field
+        while isinstance(target, models.ForeignKey):
+            target = target.target_field
+        return _converter(target)
+    return _generic(field)
+
+
+class RowDecoder:
+    """Rebuilds model instances of one model from ``to_jsonb(row)`` objects."""
+
+    def __init__(self, model: type[models.Model], channel_name: str) -> None:
+        self.model = model
+        self.channel_name = channel_name
+        self.fields = [
+            (field.column, field.attname, _converter(field))
+            for field in model._meta.concrete_fields
+        ]
+        self._warned = False
+
+    def build(self, row: dict[str, msgspec.Raw] | None, using: str) -> models.Model | None:
+        if row is None:
+            return None
+        names: list[str] = []
+        values: list[Any] = []
+        missing: list[str] = []
+        for column, attname, convert in self.fields:
+            raw = row.get(column)
+            if raw is None:
+                missing.append(column)
+                continue
+            names.append(attname)
+            values.append(convert(raw))
+        if missing and not self._warned:
+            self._warned = True
+            logger.warning(
+                "pgpubsub: rows on channel %s lack columns %s of %s (written before a "
+                "schema change?); those fields are left unset",
+                self.channel_name,
+                ", ".join(missing),
+                self.model._meta.label,
+            )
+        return self.model.from_db(using, names, values)

@@ -1,0 +1,54 @@
+"""Every SQL statement pgpubsub runs, in one place.
+
+Identifiers are composed with :class:`psycopg.sql.Identifier`; values are
+always bound parameters.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from psycopg import sql
+
+#: The current version of the SQL installed by pgpubsub's migrations.
+SQL_VERSION = 1
+
+
+def template(name: str) -> str:
+    """The text of a versioned SQL template from ``migrations_templates/``."""
+    filename = f"{name}.sql"
+    try:
+        return resources.files("pgpubsub").joinpath("migrations_templates", filename).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        # Running from a source checkout: the templates sit beside the package.
+        repo = Path(__file__).resolve().parent.parent
+        return (repo / "migrations_templates" / filename).read_text()
+
+
+def listen(channel: str) -> sql.Composed:
+    return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+
+
+PUBLISH = "SELECT pgpubsub_publish_v1(%s, %s, '{}'::jsonb, %s::jsonb)"
+
+NOTIFY = "SELECT pg_notify(%s, %s)"
+
+FETCH_PAYLOAD = "SELECT payload FROM pgpubsub_payload WHERE id = %s"
+
+DELETE_EXPIRED_PAYLOADS = (
+    "DELETE FROM pgpubsub_payload WHERE created_at < now() - make_interval(secs => %s)"
+)
+
+DELETE_NOTIFICATIONS = "DELETE FROM pgpubsub_notification WHERE id = ANY(%s)"
+
+# Fails a notification: back off, or dead-letter once the attempts are spent.
+FAIL_NOTIFICATION = """
+UPDATE pgpubsub_notification
+SET attempts = attempts + 1,
+    last_error = %(error)s,
+    state = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+    available_at = now() + make_interval(secs => %(delay)s)
+WHERE id = %(id)s
+RETURNING state
+"""

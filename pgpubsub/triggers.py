@@ -1,0 +1,161 @@
+"""Database triggers that publish row changes on a :class:`TriggerChannel`.
+
+The triggers are django-pgtrigger triggers, so ``makemigrations`` writes them
+into the app's migrations and ``migrate`` installs them. Their bodies are
+thin: they build the event rows and call ``pgpubsub_publish_v1()``, which
+pgpubsub's own migration installs (see ``migrations_templates/``).
+
+Listener decorators create one trigger per (channel, timing, operation):
+
+* AFTER triggers are statement-level with transition tables, so a bulk write
+  costs one function call and one NOTIFY per statement, not per row;
+* BEFORE triggers are row-level (PostgreSQL offers transition tables only to
+  AFTER triggers) and never alter or cancel the row operation.
+
+:class:`Notify` and :class:`LockableNotify` are row-level triggers for use
+with :func:`pgpubsub.trigger_listener`, where a custom condition is wanted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pgtrigger
+from django.db import models
+from psycopg import sql
+
+from .channel import BaseChannel, TriggerChannel
+
+_OLD_TABLE = "pgpubsub_old"
+_NEW_TABLE = "pgpubsub_new"
+
+
+def _literal(value: str | bool) -> str:
+    """Quote a value as an SQL literal for a trigger body compiled into a migration."""
+    return sql.Literal(value).as_string(None)
+
+
+def _publish_call(channel: type[BaseChannel], events_sql: str) -> str:
+    return (
+        "PERFORM pgpubsub_publish_v1(\n"
+        f"        {_literal(channel.listen_safe_name())},\n"
+        f"        {_literal(bool(channel.lock_notifications))},\n"
+        "        jsonb_build_object('trigger', TG_NAME, 'op', TG_OP),\n"
+        f"        {events_sql}\n"
+        "    );\n"
+    )
+
+
+_ROW_EVENTS = "jsonb_build_array(jsonb_build_object('old', to_jsonb(OLD), 'new', to_jsonb(NEW)))"
+
+_RETURN_ROW = "IF TG_OP = 'DELETE' THEN\n        RETURN OLD;\n    END IF;\n    RETURN NEW;"
+
+_STATEMENT_EVENTS = {
+    "INSERT": (
+        "(SELECT jsonb_agg(jsonb_build_object('new', to_jsonb(pgpubsub_row)))"
+        f" FROM {_NEW_TABLE} AS pgpubsub_row)"
+    ),
+    "DELETE": (
+        "(SELECT jsonb_agg(jsonb_build_object('old', to_jsonb(pgpubsub_row)))"
+        f" FROM {_OLD_TABLE} AS pgpubsub_row)"
+    ),
+    # PostgreSQL fills the old and new transition tables side by side, one
+    # pair per updated row, so their scan positions pair the rows even when
+    # the update changes the primary key.
+    "UPDATE": (
+        "(SELECT jsonb_agg(jsonb_build_object('old', to_jsonb(o.r), 'new', to_jsonb(n.r))"
+        " ORDER BY n.i)"
+        f" FROM (SELECT r, row_number() OVER () AS i FROM {_OLD_TABLE} AS r) AS o"
+        f" JOIN (SELECT r, row_number() OVER () AS i FROM {_NEW_TABLE} AS r) AS n"
+        " ON n.i = o.i)"
+    ),
+}
+
+
+class Notify(pgtrigger.Trigger):
+    """A row-level trigger publishing each changed row on a channel.
+
+    Give it to :func:`pgpubsub.trigger_listener`, which binds it to the
+    channel; or pass ``channel=`` yourself. Without a channel the trigger's
+    ``name`` is used as the database channel name (django-pgpubsub 1.3.1
+    behaviour). The trigger returns the row unchanged, so a BEFORE trigger
+    never alters or cancels the operation.
+    """
+
+    channel: type[BaseChannel] | None = None
+    durable: bool | None = None
+
+    def __init__(self, *, channel: type[BaseChannel] | None = None, **kwargs: Any) -> None:
+        if channel is not None:
+            self.channel = channel
+        super().__init__(**kwargs)
+
+    def bind(self, channel: type[BaseChannel]) -> None:
+        if self.channel is None:
+            self.channel = channel
+
+    def _durable(self) -> bool:
+        if self.durable is not None:
+            return self.durable
+        return bool(self.channel and self.channel.lock_notifications)
+
+    def get_func(self, model: models.Model) -> str:
+        name = self.channel.listen_safe_name() if self.channel else self.name
+        return (
+            "PERFORM pgpubsub_publish_v1(\n"
+            f"        {_literal(name)},\n"
+            f"        {_literal(self._durable())},\n"
+            "        jsonb_build_object('trigger', TG_NAME, 'op', TG_OP),\n"
+            f"        {_ROW_EVENTS}\n"
+            "    );\n"
+            f"    {_RETURN_ROW}"
+        )
+
+
+class LockableNotify(Notify):
+    """A :class:`Notify` trigger whose notifications are durable (stored outbox rows)."""
+
+    durable = True
+
+
+class ChannelTrigger(pgtrigger.Trigger):
+    """The trigger a listener decorator installs for one (channel, timing, operation)."""
+
+    def __init__(
+        self,
+        *,
+        channel: type[TriggerChannel],
+        when: pgtrigger.Timing,
+        operation: pgtrigger.Operation,
+    ) -> None:
+        self.channel = channel
+        op = str(operation)
+        timing = str(when)
+        kwargs: dict[str, Any] = {}
+        if timing == "AFTER":
+            kwargs["level"] = pgtrigger.Statement
+            kwargs["referencing"] = pgtrigger.Referencing(
+                **{
+                    "INSERT": {"new": _NEW_TABLE},
+                    "UPDATE": {"old": _OLD_TABLE, "new": _NEW_TABLE},
+                    "DELETE": {"old": _OLD_TABLE},
+                }[op]
+            )
+        super().__init__(
+            name=trigger_name(channel, timing, op),
+            when=when,
+            operation=operation,
+            **kwargs,
+        )
+        self._op = op
+        self._timing = timing
+
+    def get_func(self, model: models.Model) -> str:
+        if self._timing == "AFTER":
+            return _publish_call(self.channel, _STATEMENT_EVENTS[self._op]) + "    RETURN NULL;"
+        return _publish_call(self.channel, _ROW_EVENTS) + f"    {_RETURN_ROW}"
+
+
+def trigger_name(channel: type[BaseChannel], timing: str, operation: str) -> str:
+    """The django-pgtrigger name of a channel's trigger, e.g. ``pgpubsub_1a2b3_after_insert``."""
+    return f"{channel.listen_safe_name()}_{timing.lower()}_{operation.lower()}"

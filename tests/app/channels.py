@@ -1,0 +1,37 @@
+"""Channels of the test app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgpubsub import Channel, TriggerChannel
+
+from .models import Author, Order, Post
+
+
+@dataclass
+class AuthorChannel(TriggerChannel):
+    model = Author
+
+
+@dataclass
+class PostChannel(TriggerChannel):
+    model = Post
+
+
+@dataclass
+class OrderChannel(TriggerChannel):
+    model = Order
+    lock_notifications = True
+
+
+@dataclass
+class Greeting(Channel):
+    message: str
+    count: int = 0
+
+
+@dataclass
+class DurableGreeting(Channel):
+    message: str
+    lock_notifications = True

@@ -1,0 +1,124 @@
+"""Listeners of the test app: each records what it received as a Delivery row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pgtrigger
+
+import pgpubsub
+from pgpubsub.triggers import Notify
+
+from .channels import AuthorChannel, DurableGreeting, Greeting, OrderChannel, PostChannel
+from .models import Delivery
+
+
+def record(listener: str, old: Any = None, new: Any = None, **data: Any) -> None:
+    row = new if new is not None else old
+    Delivery.objects.create(
+        listener=listener,
+        key=str(row.pk) if row is not None else str(data.get("message", "")),
+        data={
+            "old": getattr(old, "name", None) if old is not None else None,
+            "new": getattr(new, "name", None) if new is not None else None,
+            **{k: v for k, v in data.items() if isinstance(v, str | int | float | bool | dict)},
+        },
+    )
+
+
+@pgpubsub.pre_save_listener(AuthorChannel)
+def author_pre_save(old, new):
+    record("pre_save", old, new)
+
+
+@pgpubsub.post_save_listener(AuthorChannel)
+def author_post_save(old, new):
+    record("post_save", old, new)
+
+
+@pgpubsub.pre_insert_listener(AuthorChannel)
+def author_pre_insert(old, new):
+    record("pre_insert", old, new)
+
+
+@pgpubsub.post_insert_listener(AuthorChannel)
+def author_post_insert(old, new):
+    record("post_insert", old, new)
+
+
+@pgpubsub.pre_update_listener(AuthorChannel)
+def author_pre_update(old, new):
+    record("pre_update", old, new)
+
+
+@pgpubsub.post_update_listener(AuthorChannel)
+def author_post_update(old, new):
+    record("post_update", old, new)
+
+
+@pgpubsub.pre_delete_listener(AuthorChannel)
+def author_pre_delete(old, new):
+    record("pre_delete", old, new)
+
+
+@pgpubsub.post_delete_listener(AuthorChannel)
+def author_post_delete(old, new):
+    record("post_delete", old, new)
+
+
+@pgpubsub.post_insert_listener("tests.app.channels.AuthorChannel")
+def author_post_insert_second(old, new):
+    """A second listener on the same channel and operation, given by dotted path."""
+    record("post_insert_second", old, new)
+
+
+@pgpubsub.trigger_listener(
+    PostChannel,
+    Notify(
+        name="highly_rated_post",
+        when=pgtrigger.After,
+        operation=pgtrigger.Insert | pgtrigger.Update,
+        condition=pgtrigger.Q(new__rating__gte=4),
+    ),
+)
+def highly_rated_post(old, new):
+    Delivery.objects.create(
+        listener="highly_rated",
+        key=str(new.pk),
+        data={"title": new.title, "rating": str(new.rating), "author_id": new.author_id},
+    )
+
+
+_failed_once: set[str] = set()
+
+
+@pgpubsub.post_insert_listener(OrderChannel)
+def order_created(old, new, context):
+    if new.reference.startswith("fail-once") and new.reference not in _failed_once:
+        # Remembered in the process: the rollback removes any database trace.
+        _failed_once.add(new.reference)
+        raise RuntimeError(f"first attempt at {new.reference} fails")
+    if new.reference.startswith("always-fail"):
+        raise RuntimeError(f"{new.reference} always fails")
+    Delivery.objects.create(
+        listener="order_created", key=new.reference, data={"context": context}
+    )
+
+
+@pgpubsub.listener(Greeting)
+def greet(message: str, count: int):
+    if message == "boom":
+        raise ValueError("the greeting listener refuses 'boom'")
+    Delivery.objects.create(listener="greet", key=message, data={"count": count})
+
+
+@pgpubsub.listener(Greeting)
+def greet_second(message: str, count: int, context):
+    Delivery.objects.create(
+        listener="greet_second", key=message, data={"count": count, "context": context}
+    )
+
+
+@pgpubsub.listener(DurableGreeting)
+def durable_greet(message: str):
+    Delivery.objects.create(listener="durable_greet", key=message)
