@@ -1,0 +1,1 @@
+"""Developer tooling for the pgpubsub repository (not shipped in the wheel)."""
