@@ -62,7 +62,7 @@ class Event(msgspec.Struct, omit_defaults=True):
     op: str | None = None
     old: dict[str, msgspec.Raw] | None = None
     new: dict[str, msgspec.Raw] | None = None
-    kwargs: msgspec.Raw | None = None
+    kwargs: msgspec.Raw = msgspec.Raw(b"")
     context: dict[str, Any] | None = None
 
 

@@ -147,8 +147,7 @@ class Worker:
         """Serve until :meth:`stop` is called (or SIGTERM/SIGINT arrives)."""
         handlers = self._signal_handlers() if install_signal_handlers else contextlib.nullcontext()
         backoff = Backoff()
-        names = ", ".join(channel.name() for channel in self.channels)
-        logger.info("pgpubsub: worker %d listening on %s", os.getpid(), names)
+        self._names = ", ".join(channel.name() for channel in self.channels)
         with handlers:
             try:
                 while not self.stopping:
@@ -156,6 +155,9 @@ class Worker:
                         self._connect()
                         self._catch_up()
                         backoff.reset()
+                        logger.info(
+                            "pgpubsub: worker %d ready, listening on %s", os.getpid(), self._names
+                        )
                         self._serve()
                     except CONNECTION_ERRORS as exc:
                         if self.stopping:
@@ -323,7 +325,7 @@ class Worker:
             rows = channel.row_decoder()
             return {"old": rows.build(event.old, self.using), "new": rows.build(event.new, self.using)}
         if issubclass(channel, Channel):
-            if event.kwargs is None:
+            if not event.kwargs:
                 raise PayloadError(channel.name(), "the event has no 'kwargs'")
             return channel.codec().decode_kwargs(event.kwargs)
         raise PayloadError(channel.name(), "unknown kind of channel")  # pragma: no cover

@@ -29,7 +29,7 @@ class Delivery(models.Model):
     """One row per listener call: what the tests assert on."""
 
     listener = models.CharField(max_length=100)
-    key = models.CharField(max_length=200, blank=True, default="")
+    key = models.TextField(blank=True, default="")
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 

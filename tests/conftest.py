@@ -1,0 +1,130 @@
+"""Fixtures shared by the test suite.
+
+Tests run against a real PostgreSQL (``DATABASE_URL``, or the embedded
+server ``make test`` starts). End-to-end tests run ``manage.py listen`` as a
+subprocess against pytest-django's test database and synchronise on
+conditions with deadlines, never on bare sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection
+from psycopg.conninfo import make_conninfo
+
+REPO = Path(__file__).resolve().parent.parent
+MANAGE = REPO / "tests" / "manage.py"
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def db_url() -> str:
+    """A libpq URL for the database the tests currently use (the test database)."""
+    return make_conninfo(os.environ["DATABASE_URL"], dbname=connection.settings_dict["NAME"])
+
+
+class WorkerProcess:
+    """A ``manage.py listen`` subprocess whose output is collected as it runs."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, str(MANAGE), "listen", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_output(self, text: str, timeout: float = 20.0, count: int = 1) -> None:
+        wait_for(
+            lambda: self.output.count(text) >= count or self.proc.poll() is not None,
+            timeout,
+            what=f"{text!r} in worker output",
+        )
+        if self.output.count(text) < count:
+            raise AssertionError(
+                f"worker exited ({self.proc.returncode}) before printing {text!r}:\n{self.output}"
+            )
+
+    def wait_ready(self, count: int = 1) -> WorkerProcess:
+        self.wait_for_output("ready, listening on", count=count)
+        return self
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_worker(transactional_db: None) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``manage.py listen`` subprocesses against the test database."""
+    workers: list[WorkerProcess] = []
+    env = {**os.environ, "DATABASE_URL": db_url(), "PYTHONUNBUFFERED": "1"}
+
+    def start(*args: str, ready: bool = True, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(list(args) or ["--worker"], {**env, **(extra_env or {})})
+        workers.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+        if worker.proc.returncode not in (0, -9):
+            print(worker.output)
+
+
+@pytest.fixture
+def listen_conn(transactional_db: None) -> Iterator[psycopg.Connection[Any]]:
+    """A raw autocommit connection to the test database, for LISTEN in tests."""
+    conn = psycopg.connect(db_url(), autocommit=True)
+    yield conn
+    conn.close()

@@ -1,0 +1,191 @@
+"""End to end: ``manage.py listen`` as a subprocess against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from django.db import connection, transaction
+
+import pgpubsub
+from tests.app.channels import DurableGreeting, Greeting
+from tests.app.models import Author, Delivery, Order, Post
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def deliveries(listener: str | None = None) -> list[tuple[str, str]]:
+    rows = Delivery.objects.order_by("id")
+    if listener:
+        rows = rows.filter(listener=listener)
+    return list(rows.values_list("listener", "key"))
+
+
+def wait_deliveries(count: int, listener: str | None = None, timeout: float = 20.0) -> None:
+    def enough() -> bool:
+        queryset = Delivery.objects.all()
+        if listener:
+            queryset = queryset.filter(listener=listener)
+        return queryset.count() >= count
+
+    wait_for(enough, timeout, what=f"{count} deliveries to {listener or 'any listener'}")
+
+
+def sentinel() -> None:
+    """Send a notification and wait for it: everything sent before it has been handled."""
+    pgpubsub.notify(Greeting, message="sentinel")
+    wait_deliveries(1, "greet_second")
+
+
+def test_each_decorator_receives_only_its_operation(start_worker):
+    start_worker()
+    author = Author.objects.create(name="ada")
+    author.name = "ada lovelace"
+    author.save()
+    pk = str(author.pk)
+    author.delete()
+    sentinel()
+
+    got = sorted(listener for listener, key in deliveries() if key == pk)
+    assert got == sorted(
+        [
+            "pre_save", "post_save", "pre_insert", "post_insert", "post_insert_second",
+            "pre_save", "post_save", "pre_update", "post_update",
+            "pre_delete", "post_delete",
+        ]
+    )  # fmt: skip
+    update = Delivery.objects.get(listener="post_update")
+    assert update.data == {"old": "ada", "new": "ada lovelace"}
+    delete = Delivery.objects.get(listener="pre_delete")
+    assert delete.data == {"old": "ada lovelace", "new": None}
+    # The BEFORE DELETE trigger did not cancel the delete.
+    assert not Author.objects.filter(pk=author.pk).exists()
+
+
+def test_bulk_writes_update_and_raw_sql_reach_trigger_listeners(start_worker):
+    start_worker()
+    Author.objects.bulk_create([Author(name=f"bulk{i}") for i in range(50)])
+    Author.objects.filter(name__startswith="bulk").update(age=3)
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO app_author (name, age, bio) VALUES (%s, 1, '')", ["raw"])
+        cursor.execute("DELETE FROM app_author WHERE name = %s", ["raw"])
+    wait_deliveries(51, "post_insert")
+    wait_deliveries(50, "post_update")
+    wait_deliveries(1, "post_delete")
+    inserted = sorted(Delivery.objects.filter(listener="post_insert").values_list("key", flat=True))
+    deleted = list(Delivery.objects.filter(listener="post_delete").values_list("key", flat=True))
+    assert inserted == sorted([str(pk) for pk in Author.objects.values_list("pk", flat=True)] + deleted)
+    sentinel()
+    assert Delivery.objects.filter(listener="post_update").count() == 50
+
+
+def test_custom_trigger_listener_with_condition(start_worker):
+    start_worker()
+    Post.objects.create(title="dull", rating=1)
+    good = Post.objects.create(title="great", rating=5)
+    sentinel()
+    assert deliveries("highly_rated") == [("highly_rated", str(good.pk))]
+    assert Delivery.objects.get(listener="highly_rated").data["title"] == "great"
+
+
+def test_notify_committed_and_rolled_back(start_worker):
+    start_worker()
+    with transaction.atomic():
+        pgpubsub.notify(Greeting, message="kept", count=1)
+    try:
+        with transaction.atomic():
+            pgpubsub.notify("tests.app.channels.Greeting", message="dropped", count=2)
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    with transaction.atomic():
+        pgpubsub.notify(Greeting, message="kept-too", count=3)
+    wait_deliveries(2, "greet")
+    sentinel()
+    assert deliveries("greet") == [("greet", "kept"), ("greet", "kept-too")]
+
+
+def test_hostile_strings_are_delivered_verbatim(start_worker):
+    start_worker()
+    nasty = [
+        "it's",
+        'double "quotes"',
+        "back\\slash",
+        "$$ dollar $$",
+        "%s %(x)s %%",
+        "'); DROP TABLE app_author; --",
+        "unicode ✓ — ünïcødé",
+    ]
+    for message in nasty:
+        pgpubsub.notify(Greeting, message=message)
+    wait_deliveries(len(nasty), "greet")
+    assert [key for _, key in deliveries("greet")] == nasty
+    assert Author.objects.count() == 0  # the table still exists
+
+
+def test_identical_notifications_in_one_transaction_are_all_delivered(start_worker):
+    start_worker()
+    with transaction.atomic():
+        pgpubsub.notify(Greeting, message="same")
+        pgpubsub.notify(Greeting, message="same")
+    wait_deliveries(2, "greet")
+
+
+def test_failing_listener_does_not_stop_the_worker(start_worker):
+    worker = start_worker()
+    pgpubsub.notify(Greeting, message="boom")
+    pgpubsub.notify(Greeting, message="after")
+    wait_deliveries(1, "greet")
+    assert deliveries("greet") == [("greet", "after")]
+    # The other listener on the channel still saw the failing notification.
+    assert ("greet_second", "boom") in deliveries("greet_second")
+    worker.wait_for_output("the greeting listener refuses 'boom'")
+    assert "tests.app.listeners.greet failed on channel tests.app.channels.Greeting" in worker.output
+    assert "Traceback" in worker.output
+    assert worker.proc.poll() is None
+
+
+def test_sigterm_and_sigint_exit_zero_promptly(start_worker):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        worker = start_worker()
+        started = time.monotonic()
+        worker.signal(sig)
+        assert worker.proc.wait(10) == 0
+        assert time.monotonic() - started < 5
+        assert "stopped" in worker.output
+
+
+def test_notifications_committed_during_startup_are_not_missed(start_worker):
+    # The durable outbox is read after LISTEN, so rows committed before the
+    # worker runs are processed when it starts.
+    with transaction.atomic():
+        Order.objects.create(reference="before-start")
+        pgpubsub.notify(DurableGreeting, message="before-start")
+    start_worker()
+    wait_deliveries(1, "order_created")
+    wait_deliveries(1, "durable_greet")
+
+
+def test_large_payloads_are_delivered(start_worker):
+    start_worker()
+    big = "x" * 200_000
+    pgpubsub.notify(Greeting, message=big)
+    author = Author.objects.create(name="big", bio="y" * 50_000)
+    wait_deliveries(1, "greet")
+    wait_deliveries(1, "post_insert")
+    assert Delivery.objects.get(listener="greet").key == big
+    assert Delivery.objects.get(listener="post_insert").key == str(author.pk)
+
+
+def test_processes_supervisor_runs_workers_and_stops_cleanly(start_worker):
+    worker = start_worker("--processes", "2", ready=False)
+    worker.wait_ready(count=2)
+    for i in range(20):
+        pgpubsub.notify(DurableGreeting, message=f"d{i}")
+    wait_deliveries(20, "durable_greet")
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(15) == 0
+    sentinel_count = Delivery.objects.filter(listener="durable_greet").count()
+    assert sentinel_count == 20
