@@ -11,7 +11,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 PGSERVER = $(BIN)/python tools/pgserver.py
 PYTEST_ARGS ?=
-SPHINXOPTS ?= -W --keep-going -n
+SPHINXOPTS ?= -W --keep-going -n -E
 
 .DEFAULT_GOAL := help
 
