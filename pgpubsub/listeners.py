@@ -41,6 +41,7 @@ def listener(channel: ChannelRef) -> Callable[[F], F]:
     ``old`` and ``new`` of every trigger on the channel.
     """
     channel_cls = locate_channel(channel)
+    channel_cls.validate()
 
     def decorate(callback: F) -> F:
         register_listener(channel_cls, callback, triggers=None)

@@ -1,0 +1,109 @@
+"""What triggers and notify() put in the database, read with a raw LISTEN connection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import connection, transaction
+
+import pgpubsub
+from pgpubsub.models import Notification, StoredPayload
+from tests.app.channels import AuthorChannel, DurableGreeting, Greeting, OrderChannel
+from tests.app.models import Author, Order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def received(conn, channel):
+    return [n.payload for n in conn.notifies(timeout=0.5) if n.channel == channel]
+
+
+def listen(conn, channel):
+    conn.execute(f"LISTEN {channel.listen_safe_name()}")
+
+
+def test_notify_is_sent_only_after_commit(listen_conn):
+    listen(listen_conn, Greeting)
+    with transaction.atomic():
+        pgpubsub.notify(Greeting, message="hello", count=2)
+        assert received(listen_conn, Greeting.listen_safe_name()) == []
+    [payload] = received(listen_conn, Greeting.listen_safe_name())
+    assert json.loads(payload)["events"] == [{"kwargs": {"message": "hello", "count": 2}}]
+
+
+def test_rolled_back_notify_is_never_sent(listen_conn):
+    listen(listen_conn, Greeting)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        pgpubsub.notify(Greeting, message="hello")
+        raise RuntimeError
+    assert received(listen_conn, Greeting.listen_safe_name()) == []
+
+
+def test_notify_on_another_database_alias(listen_conn):
+    listen(listen_conn, Greeting)
+    pgpubsub.notify(Greeting, message="aliased", using="default")
+    assert len(received(listen_conn, Greeting.listen_safe_name())) == 1
+
+
+def test_payload_over_notify_limit_is_stored_and_referenced(listen_conn):
+    listen(listen_conn, Greeting)
+    pgpubsub.notify(Greeting, message="z" * 9000)
+    [payload] = received(listen_conn, Greeting.listen_safe_name())
+    ref = json.loads(payload)["ref"]
+    stored = StoredPayload.objects.get(pk=ref)
+    assert json.loads(stored.payload)["events"][0]["kwargs"]["message"] == "z" * 9000
+
+
+def test_bulk_insert_sends_one_notification_per_statement(listen_conn):
+    listen(listen_conn, AuthorChannel)
+    Author.objects.bulk_create([Author(name=f"a{i}") for i in range(5)])
+    messages = [json.loads(p) for p in received(listen_conn, AuthorChannel.listen_safe_name())]
+    after = [m for m in messages if "after_insert" in m["trigger"]]
+    before = [m for m in messages if "before_insert" in m["trigger"]]
+    assert len(after) == 1 and len(after[0]["events"]) == 5
+    assert len(before) == 5
+
+
+def test_before_delete_trigger_does_not_cancel_the_delete():
+    author = Author.objects.create(name="gone")
+    Author.objects.filter(pk=author.pk).delete()
+    assert not Author.objects.filter(pk=author.pk).exists()
+
+
+def test_durable_notifications_are_stored_in_the_writers_transaction():
+    with transaction.atomic():
+        Order.objects.create(reference="kept")
+        pgpubsub.notify(DurableGreeting, message="kept")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Order.objects.create(reference="dropped")
+        pgpubsub.notify(DurableGreeting, message="dropped")
+        raise RuntimeError
+    order_rows = Notification.from_channel(OrderChannel)
+    assert [row.payload["new"]["reference"] for row in order_rows] == ["kept"]
+    greeting_rows = Notification.from_channel(DurableGreeting)
+    assert [row.payload["kwargs"]["message"] for row in greeting_rows] == ["kept"]
+
+
+def test_notification_context_is_attached_and_bound_to_the_transaction():
+    with transaction.atomic():
+        pgpubsub.set_notification_context({"request_id": "r-1"})
+        Order.objects.create(reference="with-context")
+    Order.objects.create(reference="without-context")
+    payloads = {row.payload["new"]["reference"]: row.payload for row in Notification.objects.all()}
+    assert payloads["with-context"]["context"] == {"request_id": "r-1"}
+    assert "context" not in payloads["without-context"]
+
+
+def test_tx_bound_context_outside_atomic_is_an_error():
+    with pytest.raises(RuntimeError, match="inside transaction.atomic"):
+        pgpubsub.set_notification_context({"a": 1})
+
+
+def test_hostile_payload_is_stored_verbatim():
+    hostile = "'); DROP TABLE pgpubsub_notification; -- $$ %s \\"
+    pgpubsub.notify(DurableGreeting, message=hostile)
+    assert Notification.objects.get().payload["kwargs"]["message"] == hostile
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pgpubsub_notification")
+        assert cursor.fetchone() == (1,)
