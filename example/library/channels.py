@@ -1,0 +1,28 @@
+from dataclasses import dataclass
+
+from pgpubsub import Channel, TriggerChannel
+
+from .models import Author, Post
+
+
+@dataclass
+class AuthorChannel(TriggerChannel):
+    """Every change to an author, delivered to whichever worker is listening."""
+
+    model = Author
+
+
+@dataclass
+class PostChannel(TriggerChannel):
+    """New posts, stored durably and processed exactly once."""
+
+    model = Post
+    lock_notifications = True
+
+
+@dataclass
+class PostReads(Channel):
+    """An app-level event: somebody read a post."""
+
+    post_id: int
+    reader: str
