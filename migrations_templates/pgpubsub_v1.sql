@@ -58,7 +58,9 @@ BEGIN
     END IF;
     message := (
         p_header || jsonb_build_object(
-            'seq', nextval('pgpubsub_message_seq_v1'), 'events', p_events
+            'seq', nextval('pgpubsub_message_seq_v1'),
+            'ts', extract(epoch FROM clock_timestamp()),
+            'events', p_events
         )
     )::text;
     IF octet_length(message) < 8000 THEN

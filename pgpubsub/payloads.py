@@ -73,6 +73,8 @@ class Message(msgspec.Struct):
     op: str | None = None
     context: dict[str, Any] | None = None
     seq: int | None = None
+    #: Publication time (seconds since the epoch), for latency figures.
+    ts: float | None = None
     events: list[Event] = []
     ref: int | None = None
 

@@ -45,6 +45,7 @@ from django.db.models.functions import Cast, Now
 from django.utils.module_loading import import_string
 
 from . import conf, sql
+from .observe import observers
 from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_for, registry
 from .exceptions import ChannelNotFound, PayloadError
 from .models import Notification
@@ -158,6 +159,8 @@ class Worker:
                         logger.info(
                             "pgpubsub: worker %d ready, listening on %s", os.getpid(), self._names
                         )
+                        for observer in observers():
+                            observer.connection_changed(True)
                         self._serve()
                     except CONNECTION_ERRORS as exc:
                         if self.stopping:
@@ -169,6 +172,8 @@ class Worker:
                             delay,
                         )
                         self._close()
+                        for observer in observers():
+                            observer.connection_changed(False)
                         self._sleep(delay)
             finally:
                 self._close()
@@ -257,6 +262,8 @@ class Worker:
                 if message is None:
                     continue
                 spilled = spilled or message.ref is not None
+                for observer in observers():
+                    observer.received(channel.name(), len(message.events))
                 for event in message.events:
                     self._deliver_broadcast(channel, message, event, payload)
         if spilled:
@@ -306,7 +313,10 @@ class Worker:
                 exc,
                 preview(payload),
             )
+            for observer in observers():
+                observer.failed(channel.name(), None)
             return
+        started = time.monotonic()
         for listener in listeners:
             try:
                 with transaction.atomic(using=self.using):
@@ -317,8 +327,15 @@ class Worker:
             except Exception:
                 self.failed += 1
                 logger.exception(
-                    "pgpubsub: listener %s failed on channel %s", listener.name, channel.name()
+                    "pgpubsub: listener %s failed on channel %s",
+                    listener.name,
+                    channel.name(),
+                    extra={"channel": channel.name(), "listener": listener.name},
                 )
+                for observer in observers():
+                    observer.failed(channel.name(), listener.name)
+        if observers():
+            self._report_processed(channel, started, message.ts)
 
     def _event_kwargs(self, channel: type[BaseChannel], event: Event) -> dict[str, Any]:
         if issubclass(channel, TriggerChannel):
@@ -329,6 +346,15 @@ class Worker:
                 raise PayloadError(channel.name(), "the event has no 'kwargs'")
             return channel.codec().decode_kwargs(event.kwargs)
         raise PayloadError(channel.name(), "unknown kind of channel")  # pragma: no cover
+
+    @staticmethod
+    def _report_processed(
+        channel: type[BaseChannel], started: float, published: float | None
+    ) -> None:
+        duration = time.monotonic() - started
+        latency = time.time() - published if published is not None else None
+        for observer in observers():
+            observer.processed(channel.name(), duration, latency)
 
     @staticmethod
     def _call_kwargs(
@@ -365,7 +391,7 @@ class Worker:
         filter_q = self._filter_provider.get_filter()
         return filter_q if filter_q is not None else Q()
 
-    def _claim(self, channel: type[BaseChannel]) -> list[tuple[int, str, int]]:
+    def _claim(self, channel: type[BaseChannel]) -> list[tuple[int, str, int, Any]]:
         queryset = (
             Notification.objects.using(self.using)
             .filter(
@@ -377,7 +403,7 @@ class Worker:
             .order_by("id")
             .select_for_update(skip_locked=True)
             .annotate(payload_text=Cast("payload", TextField()))
-            .values_list("id", "payload_text", "attempts")
+            .values_list("id", "payload_text", "attempts", "created_at")
         )
         return list(queryset[: self.batch_size])
 
@@ -387,9 +413,12 @@ class Worker:
         while not self.stopping:
             with transaction.atomic(using=self.using):
                 rows = self._claim(channel)
+                if rows:
+                    for observer in observers():
+                        observer.received(channel.name(), len(rows))
                 done: list[int] = []
-                for notification_id, payload, attempts in rows:
-                    if self._process_stored(channel, notification_id, payload):
+                for notification_id, payload, attempts, created_at in rows:
+                    if self._process_stored(channel, notification_id, payload, created_at):
                         done.append(notification_id)
                     else:
                         self._record_failure(channel, notification_id, attempts, max_attempts)
@@ -399,13 +428,18 @@ class Worker:
             if len(rows) < self.batch_size:
                 return
 
-    def _process_stored(self, channel: type[BaseChannel], notification_id: int, payload: str) -> bool:
+    def _process_stored(
+        self, channel: type[BaseChannel], notification_id: int, payload: str, created_at: Any
+    ) -> bool:
+        started = time.monotonic()
+        current: str | None = None
         try:
             with transaction.atomic(using=self.using):
                 event = event_decoder.decode(payload)
                 kwargs = self._event_kwargs(channel, event)
                 for listener in listeners_for(channel):
                     if listener.serves(event.trigger):
+                        current = listener.name
                         listener.callback(**self._call_kwargs(listener, kwargs, event.context))
         except CONNECTION_ERRORS:
             raise
@@ -413,12 +447,22 @@ class Worker:
             self._last_error = traceback.format_exc()
             self.failed += 1
             logger.exception(
-                "pgpubsub: stored notification %d on channel %s failed",
+                "pgpubsub: stored notification %d on channel %s failed in %s",
                 notification_id,
                 channel.name(),
+                current or "decoding",
+                extra={
+                    "channel": channel.name(),
+                    "listener": current,
+                    "notification_id": notification_id,
+                },
             )
+            for observer in observers():
+                observer.failed(channel.name(), current)
             return False
         self.processed += 1
+        if observers():
+            self._report_processed(channel, started, created_at.timestamp())
         return True
 
     def _record_failure(
@@ -442,6 +486,11 @@ class Worker:
                 notification_id,
                 channel.name(),
                 attempts + 1,
+                extra={"channel": channel.name(), "notification_id": notification_id},
             )
+            for observer in observers():
+                observer.dead_lettered(channel.name())
         else:
             self._next_sweep = min(self._next_sweep, time.monotonic() + delay)
+            for observer in observers():
+                observer.retried(channel.name())
