@@ -47,7 +47,9 @@ def main() -> int:
 
     # Start from an empty example database on every run.
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE library_postread, library_post, library_author, pgpubsub_notification")
+        cursor.execute(
+            "TRUNCATE library_postread, library_post, library_author, pgpubsub_notification"
+        )
 
     step("start the worker: python manage.py listen")
     worker = subprocess.Popen(

@@ -111,7 +111,7 @@ class BaseChannel:
         return max(1, cls.max_attempts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _db_name(dotted: str) -> str:
     return "pgpubsub_" + hashlib.sha1(dotted.encode()).hexdigest()[:5]
 

@@ -11,7 +11,7 @@ returns the function unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import pgtrigger
 from django.db.models import Q
@@ -62,22 +62,23 @@ def _trigger_channel(channel: ChannelRef) -> type[TriggerChannel]:
 
 
 def _channel_trigger(
-    channel: type[TriggerChannel], when: pgtrigger.Timing, operation: pgtrigger.Operation
+    channel: type[TriggerChannel], when: pgtrigger.When, operation: pgtrigger.Operation
 ) -> ChannelTrigger:
     key = (channel, str(when), str(operation))
     trigger = _channel_triggers.get(key)
     if trigger is None:
         trigger = ChannelTrigger(channel=channel, when=when, operation=operation)
-        trigger.register(channel.get_model())
+        # django-pgtrigger annotates model classes as instances.
+        trigger.register(cast(Any, channel.get_model()))
         _channel_triggers[key] = trigger
     return trigger
 
 
 def _operation_listener(
-    channel: ChannelRef, when: pgtrigger.Timing, *operations: pgtrigger.Operation
+    channel: ChannelRef, when: pgtrigger.When, *operations: pgtrigger.Operation
 ) -> Callable[[F], F]:
     channel_cls = _trigger_channel(channel)
-    model = channel_cls.get_model()
+    model: Any = channel_cls.get_model()
     triggers = [_channel_trigger(channel_cls, when, op) for op in operations]
     pgids = frozenset(trigger.get_pgid(model) for trigger in triggers)
 
@@ -140,7 +141,7 @@ def trigger_listener(channel: ChannelRef, trigger: pgtrigger.Trigger) -> Callabl
     listener receives only that trigger's events.
     """
     channel_cls = _trigger_channel(channel)
-    model = channel_cls.get_model()
+    model: Any = channel_cls.get_model()
     if not isinstance(trigger, pgtrigger.Trigger):
         raise ListenerRegistrationError(
             f"trigger_listener({channel_cls.name()}, ...) needs a pgtrigger.Trigger, "

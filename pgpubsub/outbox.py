@@ -51,9 +51,7 @@ def retry_dead_letters(
         queryset = queryset.filter(id__in=list(ids))
     with transaction.atomic(using=alias):
         names = sorted(set(queryset.values_list("channel", flat=True)))
-        count = queryset.update(
-            state=Notification.PENDING, attempts=0, available_at=timezone.now()
-        )
+        count = queryset.update(state=Notification.PENDING, attempts=0, available_at=timezone.now())
         with connections[alias].cursor() as cursor:
             for name in names:
                 cursor.execute(sql.NOTIFY, [name, ""])

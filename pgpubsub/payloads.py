@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
+import inspect
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -103,7 +105,7 @@ def _check_hook(tp: type, obj: Any) -> Any:
     # Used when checking notify() arguments: a model field takes an instance.
     if isinstance(tp, type) and issubclass(tp, models.Model) and isinstance(obj, tp):
         return obj
-    raise msgspec.ValidationError(f"Expected `{tp.__name__}` instance, got `{type(obj).__name__}`")
+    raise TypeError(f"Expected `{tp.__name__}` instance, got `{type(obj).__name__}`")
 
 
 def _decode_hook(tp: type, obj: Any) -> Any:
@@ -146,7 +148,7 @@ class ChannelCodec:
 
     @classmethod
     def build(cls, channel_cls: type, channel_name: str) -> ChannelCodec:
-        own_annotations = channel_cls.__dict__.get("__annotations__")
+        own_annotations = inspect.get_annotations(channel_cls)
         if not dataclasses.is_dataclass(channel_cls) or (
             own_annotations and "__dataclass_fields__" not in channel_cls.__dict__
         ):
@@ -204,7 +206,7 @@ class ChannelCodec:
                 field=unexpected[0],
             )
         try:
-            instance = msgspec.convert(
+            instance: Any = msgspec.convert(
                 kwargs, self.cls, dec_hook=_check_hook, builtin_types=_BUILTIN_TYPES
             )
         except msgspec.ValidationError as exc:
@@ -215,15 +217,60 @@ class ChannelCodec:
                 field=field,
             ) from exc
         try:
-            return self.encoder.encode(instance)
+            encoded = self.encoder.encode(instance)
         except (TypeError, ValueError, NotImplementedError) as exc:
             raise NotifyError(
                 self.channel_name, f"cannot encode a payload for {self.channel_name}: {exc}"
             ) from exc
+        if b"\\u0000" in encoded:
+            field = next((k for k, v in kwargs.items() if "\\x00" in repr(v)), None)
+            raise NotifyError(
+                self.channel_name,
+                f"{self.channel_name}: a string contains a NUL character (\\x00), which "
+                "PostgreSQL cannot store in JSON",
+                field=field,
+            )
+        if b"null" in encoded:
+            # JSON has no NaN or infinity: msgspec writes them as null, which
+            # would arrive as None or fail. Find the culprit only when a null
+            # is present, so the common case costs nothing.
+            for name in self.field_names:
+                path = _non_finite_path(kwargs.get(name), name)
+                if path:
+                    raise NotifyError(
+                        self.channel_name,
+                        f"{self.channel_name}.{path} is not a finite number; JSON payloads "
+                        "cannot carry NaN or infinity",
+                        field=name,
+                    )
+        return encoded
 
     def decode_kwargs(self, raw: bytes | msgspec.Raw) -> dict[str, Any]:
         instance = self.decoder.decode(raw)
         return {name: getattr(instance, name) for name in self.field_names}
+
+
+def _non_finite_path(value: Any, path: str) -> str | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite_path(key, f"{path}[{key!r}]") or _non_finite_path(
+                item, f"{path}[{key!r}]"
+            )
+            if found:
+                return found
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            found = _non_finite_path(item, f"{path}[{index}]")
+            if found:
+                return found
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            found = _non_finite_path(getattr(value, field.name), f"{path}.{field.name}")
+            if found:
+                return found
+    return None
 
 
 def _field_from_error(message: str) -> str | None:
@@ -253,11 +300,14 @@ def _generic(field: models.Field) -> Converter:
     return convert
 
 
-def _decimal(field: models.Field) -> Converter:
-    def convert(raw: msgspec.Raw) -> Any:
-        return msgspec.json.decode(raw, type=decimal.Decimal | None)
+_decimal_decoder = msgspec.json.Decoder(decimal.Decimal | None)
+# Numbers inside arrays are read as Decimal so no precision is lost before the
+# element field converts them.
+_exact_numbers_decoder = msgspec.json.Decoder(float_hook=decimal.Decimal)
 
-    return convert
+
+def _decimal(field: models.Field) -> Converter:
+    return _decimal_decoder.decode
 
 
 def _json(field: models.Field) -> Converter:
@@ -281,6 +331,16 @@ def _binary(field: models.Field) -> Converter:
     return convert
 
 
+def _as_django_datetime(value: datetime.datetime) -> datetime.datetime:
+    # What Django itself returns for a timestamptz column: aware with USE_TZ,
+    # naive in the default time zone without it.
+    if settings.USE_TZ:
+        return value if timezone.is_aware(value) else timezone.make_aware(value)
+    if timezone.is_aware(value):
+        return timezone.make_naive(value, timezone.get_default_timezone())
+    return value
+
+
 def _datetime(field: models.Field) -> Converter:
     def convert(raw: msgspec.Raw) -> Any:
         value = msgspec.json.decode(raw)
@@ -289,11 +349,7 @@ def _datetime(field: models.Field) -> Converter:
         parsed = parse_datetime(value)
         if parsed is None:
             return field.to_python(value)
-        if settings.USE_TZ:
-            return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
-        if timezone.is_aware(parsed):
-            return timezone.make_naive(parsed, timezone.get_default_timezone())
-        return parsed
+        return _as_django_datetime(parsed)
 
     return convert
 
@@ -307,7 +363,7 @@ def _array(field: Any) -> Converter:
         return None if value is None else base.to_python(value)
 
     def convert(raw: msgspec.Raw) -> Any:
-        return walk(msgspec.json.decode(raw, float_hook=decimal.Decimal))
+        return walk(_exact_numbers_decoder.decode(raw))
 
     return convert
 
@@ -318,7 +374,10 @@ def _range(field: Any) -> Converter:
 
     def bound(text: str) -> Any:
         text = text.strip('"')
-        return None if text == "" else base.to_python(text)
+        if text == "":
+            return None
+        value = base.to_python(text)
+        return _as_django_datetime(value) if isinstance(value, datetime.datetime) else value
 
     def convert(raw: msgspec.Raw) -> Any:
         value = msgspec.json.decode(raw)
@@ -360,8 +419,17 @@ class RowDecoder:
     def __init__(self, model: type[models.Model], channel_name: str) -> None:
         self.model = model
         self.channel_name = channel_name
+        concrete = model._meta.concrete_model
+        # (column, attname, converter, local): inherited fields of a
+        # multi-table child live in the parent's table, so the child's row
+        # never has them; they load from the database on first access.
         self.fields = [
-            (field.column, field.attname, _converter(field))
+            (
+                field.column,
+                field.attname,
+                _converter(field),
+                field.model._meta.concrete_model is concrete,
+            )
             for field in model._meta.concrete_fields
         ]
         self._warned = False
@@ -372,10 +440,11 @@ class RowDecoder:
         names: list[str] = []
         values: list[Any] = []
         missing: list[str] = []
-        for column, attname, convert in self.fields:
+        for column, attname, convert, local in self.fields:
             raw = row.get(column)
             if raw is None:
-                missing.append(column)
+                if local:
+                    missing.append(column)
                 continue
             names.append(attname)
             values.append(convert(raw))

@@ -6,7 +6,6 @@ always bound parameters.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from psycopg import sql
@@ -16,14 +15,13 @@ SQL_VERSION = 1
 
 
 def template(name: str) -> str:
-    """The text of a versioned SQL template from ``migrations_templates/``."""
-    filename = f"{name}.sql"
-    try:
-        return resources.files("pgpubsub").joinpath("migrations_templates", filename).read_text()
-    except (FileNotFoundError, NotADirectoryError):
-        # Running from a source checkout: the templates sit beside the package.
-        repo = Path(__file__).resolve().parent.parent
-        return (repo / "migrations_templates" / filename).read_text()
+    """The text of a versioned SQL template from ``migrations_templates/``.
+
+    The directory sits beside the package both in a source checkout and in an
+    installed wheel (see ``package-data`` in pyproject.toml).
+    """
+    path = Path(__file__).resolve().parent.parent / "migrations_templates" / f"{name}.sql"
+    return path.read_text(encoding="utf-8")
 
 
 def listen(channel: str) -> sql.Composed:

@@ -100,7 +100,7 @@ class Notify(pgtrigger.Trigger):
         return bool(self.channel and self.channel.lock_notifications)
 
     def get_func(self, model: models.Model) -> str:
-        name = self.channel.listen_safe_name() if self.channel else self.name
+        name = self.channel.listen_safe_name() if self.channel else str(self.name)
         return (
             "PERFORM pgpubsub_publish_v1(\n"
             f"        {_literal(name)},\n"
@@ -125,7 +125,7 @@ class ChannelTrigger(pgtrigger.Trigger):
         self,
         *,
         channel: type[TriggerChannel],
-        when: pgtrigger.Timing,
+        when: pgtrigger.When,
         operation: pgtrigger.Operation,
     ) -> None:
         self.channel = channel

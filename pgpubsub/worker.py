@@ -45,10 +45,10 @@ from django.db.models.functions import Cast, Now
 from django.utils.module_loading import import_string
 
 from . import conf, sql
-from .observe import observers
 from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_for, registry
 from .exceptions import ChannelNotFound, PayloadError
 from .models import Notification
+from .observe import observers
 from .payloads import Event, Message, event_decoder, message_decoder, preview
 
 logger = logging.getLogger("pgpubsub")
@@ -340,7 +340,10 @@ class Worker:
     def _event_kwargs(self, channel: type[BaseChannel], event: Event) -> dict[str, Any]:
         if issubclass(channel, TriggerChannel):
             rows = channel.row_decoder()
-            return {"old": rows.build(event.old, self.using), "new": rows.build(event.new, self.using)}
+            return {
+                "old": rows.build(event.old, self.using),
+                "new": rows.build(event.new, self.using),
+            }
         if issubclass(channel, Channel):
             if not event.kwargs:
                 raise PayloadError(channel.name(), "the event has no 'kwargs'")

@@ -108,7 +108,9 @@ def start_worker(transactional_db: None) -> Iterator[Callable[..., WorkerProcess
     workers: list[WorkerProcess] = []
     env = {**os.environ, "DATABASE_URL": db_url(), "PYTHONUNBUFFERED": "1"}
 
-    def start(*args: str, ready: bool = True, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        *args: str, ready: bool = True, extra_env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         worker = WorkerProcess(list(args) or ["--worker"], {**env, **(extra_env or {})})
         workers.append(worker)
         if ready:
@@ -118,8 +120,9 @@ def start_worker(transactional_db: None) -> Iterator[Callable[..., WorkerProcess
     yield start
     for worker in workers:
         worker.stop()
-        if worker.proc.returncode not in (0, -9):
-            print(worker.output)
+        # Shown by pytest only when the test fails.
+        print(f"--- output of listen {' '.join(worker.args)} (exit {worker.proc.returncode})")
+        print(worker.output)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pgpubsub import Channel, TriggerChannel
 
-from .models import Author, Order, Post
+from .models import Author, Everything, Order, Post, Profile, Restaurant
 
 
 @dataclass
@@ -35,3 +35,26 @@ class Greeting(Channel):
 class DurableGreeting(Channel):
     message: str
     lock_notifications = True
+
+
+@dataclass
+class EverythingChannel(TriggerChannel):
+    model = Everything
+
+
+@dataclass
+class ProfileChannel(TriggerChannel):
+    model = Profile
+
+
+@dataclass
+class RestaurantChannel(TriggerChannel):
+    model = Restaurant
+
+
+@dataclass
+class Sized(Channel):
+    """Carries payloads of any size; the listener records their digest."""
+
+    label: str
+    body: str

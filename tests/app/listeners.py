@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pgtrigger
@@ -9,7 +10,17 @@ import pgtrigger
 import pgpubsub
 from pgpubsub.triggers import Notify
 
-from .channels import AuthorChannel, DurableGreeting, Greeting, OrderChannel, PostChannel
+from .channels import (
+    AuthorChannel,
+    DurableGreeting,
+    EverythingChannel,
+    Greeting,
+    OrderChannel,
+    PostChannel,
+    ProfileChannel,
+    RestaurantChannel,
+    Sized,
+)
 from .models import Delivery
 
 
@@ -100,9 +111,7 @@ def order_created(old, new, context):
         raise RuntimeError(f"first attempt at {new.reference} fails")
     if new.reference.startswith("always-fail"):
         raise RuntimeError(f"{new.reference} always fails")
-    Delivery.objects.create(
-        listener="order_created", key=new.reference, data={"context": context}
-    )
+    Delivery.objects.create(listener="order_created", key=new.reference, data={"context": context})
 
 
 @pgpubsub.listener(Greeting)
@@ -122,3 +131,56 @@ def greet_second(message: str, count: int, context):
 @pgpubsub.listener(DurableGreeting)
 def durable_greet(message: str):
     Delivery.objects.create(listener="durable_greet", key=message)
+
+
+def compare_with_database(listener: str, instance: Any) -> None:
+    """Record which fields of a delivered instance differ from the stored row."""
+    model = type(instance)
+    stored = model._default_manager.get(pk=instance.pk)
+    mismatches = {}
+    for field in model._meta.concrete_fields:
+        got = getattr(instance, field.attname)
+        want = getattr(stored, field.attname)
+        if isinstance(want, memoryview):
+            want = bytes(want)
+        if isinstance(got, memoryview):
+            got = bytes(got)
+        if got != want or type(got) is not type(want):
+            mismatches[field.attname] = f"{got!r} != {want!r}"
+    Delivery.objects.create(listener=listener, key=str(instance.pk), data=mismatches)
+
+
+@pgpubsub.post_save_listener(EverythingChannel)
+def everything_saved(old, new):
+    compare_with_database("everything", new)
+
+
+@pgpubsub.post_save_listener(ProfileChannel)
+def profile_saved(old, new):
+    compare_with_database("profile", new)
+
+
+@pgpubsub.post_save_listener(RestaurantChannel)
+def restaurant_saved(old, new):
+    compare_with_database("restaurant", new)
+
+
+@pgpubsub.listener(Sized)
+def sized(label: str, body: str):
+    Delivery.objects.create(
+        listener="sized",
+        key=label,
+        data={"length": len(body), "sha256": hashlib.sha256(body.encode()).hexdigest()},
+    )
+
+
+@pgpubsub.post_insert_listener(PostChannel)
+def post_inserted(old, new):
+    Delivery.objects.create(
+        listener="post_inserted",
+        key=str(new.pk),
+        data={
+            "length": len(new.content),
+            "sha256": hashlib.sha256(new.content.encode()).hexdigest(),
+        },
+    )

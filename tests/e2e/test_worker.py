@@ -76,7 +76,9 @@ def test_bulk_writes_update_and_raw_sql_reach_trigger_listeners(start_worker):
     wait_deliveries(1, "post_delete")
     inserted = sorted(Delivery.objects.filter(listener="post_insert").values_list("key", flat=True))
     deleted = list(Delivery.objects.filter(listener="post_delete").values_list("key", flat=True))
-    assert inserted == sorted([str(pk) for pk in Author.objects.values_list("pk", flat=True)] + deleted)
+    assert inserted == sorted(
+        [str(pk) for pk in Author.objects.values_list("pk", flat=True)] + deleted
+    )
     sentinel()
     assert Delivery.objects.filter(listener="post_update").count() == 50
 
@@ -142,7 +144,9 @@ def test_failing_listener_does_not_stop_the_worker(start_worker):
     # The other listener on the channel still saw the failing notification.
     assert ("greet_second", "boom") in deliveries("greet_second")
     worker.wait_for_output("the greeting listener refuses 'boom'")
-    assert "tests.app.listeners.greet failed on channel tests.app.channels.Greeting" in worker.output
+    assert (
+        "tests.app.listeners.greet failed on channel tests.app.channels.Greeting" in worker.output
+    )
     assert "Traceback" in worker.output
     assert worker.proc.poll() is None
 

@@ -96,7 +96,7 @@ def test_notification_context_is_attached_and_bound_to_the_transaction():
 
 
 def test_tx_bound_context_outside_atomic_is_an_error():
-    with pytest.raises(RuntimeError, match="inside transaction.atomic"):
+    with pytest.raises(RuntimeError, match=r"inside transaction\.atomic"):
         pgpubsub.set_notification_context({"a": 1})
 
 

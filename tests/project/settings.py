@@ -22,7 +22,7 @@ def _database_url() -> str:
     if url:
         return url
     sys.path.insert(0, str(REPO / "tools"))
-    import pgserver  # noqa: PLC0415
+    import pgserver
 
     url = pgserver.start()
     os.environ["DATABASE_URL"] = url

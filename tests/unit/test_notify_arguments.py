@@ -10,7 +10,7 @@ from tests.app.channels import AuthorChannel, Greeting
 
 
 def test_unknown_channel():
-    with pytest.raises(ChannelNotFound, match="tests.app.channels.Missing"):
+    with pytest.raises(ChannelNotFound, match=r"tests\.app\.channels\.Missing"):
         pgpubsub.notify("tests.app.channels.Missing", message="x")
 
 
