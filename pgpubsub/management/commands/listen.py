@@ -7,12 +7,13 @@ import os
 import sys
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgpubsub import conf
-from pgpubsub import logs
-from pgpubsub.channel import listeners_for, locate_channel
+from pgpubsub import conf, logs
+from pgpubsub.channel import BaseChannel, listeners_for, locate_channel
 from pgpubsub.exceptions import PgpubsubError
+from pgpubsub.health import serve_endpoints
 from pgpubsub.supervisor import Supervisor
 from pgpubsub.worker import Worker
 
@@ -73,6 +74,41 @@ class Command(BaseCommand):
             default=DEFAULT_LOGFORMAT,
             help="A logging format string, or 'json' for one JSON object per line.",
         )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="With --processes: how long to wait for workers to finish their work after "
+            "SIGTERM/SIGINT before killing them (default: PGPUBSUB_SHUTDOWN_TIMEOUT, 30).",
+        )
+        parser.add_argument(
+            "--health-port",
+            type=int,
+            metavar="PORT",
+            help="Serve GET /healthz (liveness) and /readyz (readiness) on this port (0: any "
+            "free port, logged). With --processes N, worker i serves on PORT+i.",
+        )
+        parser.add_argument(
+            "--health-addr",
+            default="127.0.0.1",
+            metavar="ADDRESS",
+            help="Address of the health endpoint (default 127.0.0.1; use 0.0.0.0 for "
+            "Kubernetes probes).",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve Prometheus metrics at /metrics on this port (0: any free port, logged; "
+            "needs pip install 'pgpubsub[metrics]'). With --processes N, worker i serves on "
+            "PORT+i.",
+        )
+        parser.add_argument(
+            "--metrics-addr",
+            default="127.0.0.1",
+            metavar="ADDRESS",
+            help="Address of the metrics endpoint (default 127.0.0.1).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logs.configure(options["loglevel"], options["logformat"])
@@ -93,24 +129,48 @@ class Command(BaseCommand):
                     f"{channel.name()} has no listeners; register one with a pgpubsub listener "
                     "decorator in a listeners.py of an installed app"
                 )
+        for flag in ("health_port", "metrics_port"):
+            port = options[flag]
+            if port is not None and not (port == 0 or 0 < port + processes - 1 < 65536):
+                raise CommandError(
+                    f"--{flag.replace('_', '-')} {port} is not a usable port"
+                    + (f" for {processes} processes" if processes > 1 else "")
+                    + " (1-65535, or 0 for any free port)"
+                )
+        shutdown_timeout = options["shutdown_timeout"]
+        if shutdown_timeout is None:
+            shutdown_timeout = conf.shutdown_timeout()
+        elif shutdown_timeout < 0:
+            raise CommandError(f"--shutdown-timeout must be >= 0, got {shutdown_timeout}")
         if options["worker"] or processes == 1:
-            try:
-                Worker(channels or None).run()
-            except PgpubsubError as exc:
-                raise CommandError(str(exc)) from exc
+            self._run_worker(channels, options)
             return
         code = Supervisor(
-            self._worker_command(options),
+            lambda slot: self._worker_command(options, slot),
             processes,
             restart=not options["no_restart_on_failure"],
-            shutdown_timeout=conf.shutdown_timeout(),
+            shutdown_timeout=shutdown_timeout,
         ).run()
         logging.getLogger("pgpubsub").info("pgpubsub: supervisor stopped")
         if code:
             sys.exit(code)
 
     @staticmethod
-    def _worker_command(options: dict[str, Any]) -> list[str]:
+    def _run_worker(channels: list[type[BaseChannel]], options: dict[str, Any]) -> None:
+        health = metrics = None
+        if options["health_port"] is not None:
+            health = (options["health_addr"], options["health_port"])
+        if options["metrics_port"] is not None:
+            metrics = (options["metrics_addr"], options["metrics_port"])
+        try:
+            worker = Worker(channels or None)
+            with serve_endpoints(using=worker.using, health=health, metrics=metrics):
+                worker.run()
+        except (PgpubsubError, ImproperlyConfigured) as exc:
+            raise CommandError(str(exc)) from exc
+
+    @staticmethod
+    def _worker_command(options: dict[str, Any], slot: int = 0) -> list[str]:
         script = sys.argv[0]
         if os.path.exists(script):
             command = [sys.executable, script]
@@ -126,6 +186,12 @@ class Command(BaseCommand):
         ]
         if options["channels"]:
             command += ["--channels", *options["channels"]]
+        for name in ("health", "metrics"):
+            port = options.get(f"{name}_port")
+            if port is not None:
+                # Port 0 lets each worker pick a free port (it logs which).
+                command += [f"--{name}-port", str(port + slot if port else 0)]
+                command += [f"--{name}-addr", options[f"{name}_addr"]]
         if options.get("settings"):
             command += ["--settings", options["settings"]]
         if options.get("pythonpath"):
