@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import pgtrigger
@@ -109,8 +110,8 @@ def order_created(old, new, context):
         # Remembered in the process: the rollback removes any database trace.
         _failed_once.add(new.reference)
         raise RuntimeError(f"first attempt at {new.reference} fails")
-    if new.reference.startswith("always-fail"):
-        raise RuntimeError(f"{new.reference} always fails")
+    if new.reference.startswith("broken") and os.environ.get("PGPUBSUB_TEST_BROKEN_LISTENER"):
+        raise RuntimeError(f"{new.reference}: the listener is broken in this deployment")
     Delivery.objects.create(listener="order_created", key=new.reference, data={"context": context})
 
 

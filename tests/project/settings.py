@@ -94,6 +94,7 @@ DATABASES = {"default": database_from_url(_database_url())}
 PGPUBSUB_RETRY_BACKOFF = float(os.environ.get("PGPUBSUB_TEST_RETRY_BACKOFF", "0.05"))
 PGPUBSUB_POLL_INTERVAL = float(os.environ.get("PGPUBSUB_TEST_POLL_INTERVAL", "1.0"))
 PGPUBSUB_MAX_ATTEMPTS = 3
+PGPUBSUB_LISTENER_FILTER = os.environ.get("PGPUBSUB_TEST_LISTENER_FILTER") or None
 
 LOGGING = {
     "version": 1,
