@@ -195,4 +195,3 @@ def test_listener_context_is_kept_with_the_stored_notification(start_worker):
     start_worker()
     wait_for(lambda: processed() == 1, what="the order")
     assert Delivery.objects.get(listener="order_created").data == {"context": {"tenant": 7}}
-
