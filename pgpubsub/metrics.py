@@ -276,21 +276,24 @@ class DatabaseCollector:
         dead = GaugeMetricFamily(
             "pgpubsub_dead_letters", "Dead-lettered durable notifications.", labels=["channel"]
         )
-        seen: set[str] = set()
+        pending_by: dict[str, float] = {}
+        age_by: dict[str, float] = {}
+        dead_by: dict[str, float] = {}
+        # Every durable channel has a series, even with nothing stored.
+        labels = [channel.name() for channel in listener_registry if channel.lock_notifications]
+        labels += [names.get(db_name, db_name) for db_name, *_ in backlog]
+        for label in labels:
+            pending_by[label] = age_by[label] = dead_by[label] = 0
         for db_name, state, count, age in backlog:
             label = names.get(db_name, db_name)
-            seen.add(label)
             if state == "pending":
-                pending.add_metric([label], count)
-                oldest.add_metric([label], age or 0.0)
+                pending_by[label] = count
+                age_by[label] = age or 0.0
             elif state == "dead":
-                dead.add_metric([label], count)
-        # Durable channels without stored notifications report an empty backlog.
-        for channel in listener_registry:
-            if channel.lock_notifications and channel.name() not in seen:
-                pending.add_metric([channel.name()], 0)
-                oldest.add_metric([channel.name()], 0.0)
-                dead.add_metric([channel.name()], 0)
+                dead_by[label] = count
+        for gauge, values in ((pending, pending_by), (oldest, age_by), (dead, dead_by)):
+            for label, number in sorted(values.items()):
+                gauge.add_metric([label], number)
         yield pending
         yield oldest
         yield dead
