@@ -109,9 +109,7 @@ class NotificationAdmin(_ModelAdmin):
         skipped = selected - count
         message = f"{count} dead letter(s) {verb}."
         if skipped:
-            message += (
-                f" {skipped} selected notification(s) were pending, not dead, and left alone."
-            )
+            message += f" {skipped} selected notification(s) were not dead letters; left alone."
         self.message_user(request, message, messages.SUCCESS if count else messages.WARNING)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
