@@ -15,7 +15,7 @@ SPHINXOPTS ?= -W --keep-going -n -E
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test demo lint format typecheck docs check bench \
+.PHONY: help install test test-django42 demo lint format typecheck docs check bench \
         db-start db-stop db-url clean distclean
 
 help: ## Show this help
@@ -32,6 +32,17 @@ install: $(STAMP) ## Create .venv and install pgpubsub with all dev extras
 
 test: $(STAMP) ## Run the test suite (embedded PostgreSQL unless DATABASE_URL is set)
 	$(PGSERVER) run -- $(BIN)/pytest $(PYTEST_ARGS)
+
+# The oldest supported Django, in a second virtualenv.
+VENV42 = .venv-django42
+$(VENV42)/.installed: pyproject.toml
+	@test -x $(VENV42)/bin/python || $(PYTHON) -m venv $(VENV42)
+	$(VENV42)/bin/python -m pip install --upgrade pip
+	$(VENV42)/bin/python -m pip install -e '.[test,metrics]' 'Django>=4.2,<5'
+	@touch $@
+
+test-django42: $(VENV42)/.installed ## Run the test suite on Django 4.2
+	$(VENV42)/bin/python tools/pgserver.py run -- $(VENV42)/bin/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP) ## Run the end-to-end example (example/demo.py)
 	$(PGSERVER) run -- $(BIN)/python example/demo.py
@@ -74,4 +85,4 @@ clean: ## Remove build artefacts and caches (keeps .venv and .pgdata)
 
 distclean: clean ## clean + stop the embedded server, remove .venv and .pgdata
 	-@test -x $(BIN)/python && $(PGSERVER) stop
-	rm -rf $(VENV) .pgdata
+	rm -rf $(VENV) $(VENV42) .pgdata
