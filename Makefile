@@ -64,11 +64,9 @@ docs: $(STAMP) ## Build the HTML docs strictly (warnings are errors)
 check: lint typecheck docs ## All quality gates: lint, typecheck, docs
 
 bench: $(STAMP) ## Run the benchmarks (bench/run.py), if present
-	@if [ -f bench/run.py ]; then \
-		$(PGSERVER) run -- $(BIN)/python bench/run.py; \
-	else \
-		echo "bench: not yet (bench/run.py does not exist)"; \
-	fi
+	@$(BIN)/python -c 'import matplotlib, rich' 2>/dev/null || \
+		$(BIN)/python -m pip install -e '.[bench]'
+	$(PGSERVER) run -- $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 db-start: $(STAMP) ## Start the embedded PostgreSQL and print its URL
 	$(PGSERVER) start

@@ -1,0 +1,43 @@
+"""Tables written by the producers and by the listeners.
+
+``BroadcastRow`` and ``DurableRow`` carry one listener trigger each (see
+``listeners.py``); ``PlainRow`` has the same columns and no trigger, the
+reference for the write-path workload. ``Processed`` is what the listeners
+write: one row per event they handle, so the harness can count lost and
+duplicated events and read the time each was handled.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class SourceRow(models.Model):
+    n = models.IntegerField()
+    label = models.CharField(max_length=32, default="")
+
+    class Meta:
+        abstract = True
+
+
+class BroadcastRow(SourceRow):
+    pass
+
+
+class DurableRow(SourceRow):
+    pass
+
+
+class PlainRow(SourceRow):
+    pass
+
+
+class Processed(models.Model):
+    #: Which listener wrote the row (see ``listeners.py``).
+    kind = models.CharField(max_length=16)
+    #: The event's key: the source row's id, or the ``n`` of a notify() message.
+    ref = models.BigIntegerField()
+    #: ``time.time()`` when the listener ran.
+    seen_at = models.FloatField()
+    #: The worker's process id.
+    worker = models.IntegerField()

@@ -1,0 +1,220 @@
+"""Producers and the bare-loop baseline, run inside one library's virtualenv.
+
+The harness (``bench/run.py``) starts this script with the interpreter of
+the library under test and the environment described in
+``benchsite/settings.py``. Each command prints one JSON object on its last
+line of output; times are ``time.time()`` seconds, comparable with the
+``seen_at`` the listeners record (same machine, same clock).
+
+Commands:
+
+``bulk``    warm the workers up, then ``bulk_create`` N rows, BATCH per transaction
+``notify``  warm the workers up, then N ``pgpubsub.notify()`` calls, BATCH per transaction
+``paced``   warm the workers up, then insert one row per transaction at RATE rows/s
+            and report each row's commit time
+``bare``    the baseline: LISTEN with psycopg, one ORM insert per NOTIFY, BATCH
+            per transaction, until N events are handled
+``bare-produce``  N plain NOTIFYs for ``bare``, BATCH per transaction
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchsite.settings")
+
+import django
+
+django.setup()
+
+import psycopg  # noqa: E402
+from benchapp.models import BroadcastRow, DurableRow, PlainRow, Processed  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+
+import pgpubsub  # noqa: E402
+
+MODELS = {"broadcast": BroadcastRow, "durable": DurableRow, "plain": PlainRow}
+ROW_KINDS = {"broadcast": "broadcast_row", "durable": "durable_row"}
+MESSAGE_CHANNELS = {
+    "broadcast": ("benchapp.channels.BroadcastMessage", "broadcast_msg"),
+    "durable": ("benchapp.channels.DurableMessage", "durable_msg"),
+}
+BARE_CHANNEL = "bench_bare"
+BARE_KIND = "bare"
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+def reset(tables: list[str]) -> None:
+    """Empty the listener table, the source tables and the stored notifications."""
+    names = ", ".join(["benchapp_processed", *tables, "pgpubsub_notification"])
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {names} RESTART IDENTITY")
+
+
+def warm_up(probe: Any, kind: str, workers: int, tables: list[str], deadline: float) -> float:
+    """Send probe events until every worker has handled one; then reset the tables.
+
+    Returns the seconds it took, or -1 if the workers never answered.
+
+    A broadcast event sent before a worker LISTENs is lost, and django-pgpubsub
+    only delivers stored notifications it is told about while listening, so
+    the probes are repeated until answered. This also runs each worker's
+    whole path once, so the measurement starts warm.
+    """
+    started = time.time()
+    end = started + deadline
+    attempt = 0
+    while time.time() < end:
+        attempt += 1
+        probe(attempt)
+        wait_until = min(end, time.time() + 1.0)
+        seen = 0
+        while time.time() < wait_until:
+            seen = Processed.objects.filter(kind=kind).values("worker").distinct().count()
+            if seen >= workers:
+                break
+            time.sleep(0.02)
+        if seen >= workers:
+            time.sleep(0.3)  # let the answers to earlier probes land before the reset
+            reset(tables)
+            return time.time() - started
+    # No answer: measure anyway (the harness reports what arrives, if anything).
+    print(f"warm-up: no answer on {kind} within {deadline:.0f}s", file=sys.stderr, flush=True)
+    reset(tables)
+    return -1.0
+
+
+def row_probe(model: Any) -> Any:
+    def probe(attempt: int) -> None:
+        model.objects.create(n=-attempt)
+
+    return probe
+
+
+def message_probe(path: str) -> Any:
+    def probe(attempt: int) -> None:
+        with transaction.atomic():
+            pgpubsub.notify(path, n=-attempt)
+
+    return probe
+
+
+def cmd_bulk(args: argparse.Namespace) -> None:
+    model = MODELS[args.mode]
+    table = model._meta.db_table
+    warm = 0.0
+    if args.workers:
+        warm = warm_up(row_probe(model), ROW_KINDS[args.mode], args.workers, [table], args.deadline)
+    started = time.time()
+    for first in range(0, args.n, args.batch):
+        rows = [model(n=i) for i in range(first + 1, min(args.n, first + args.batch) + 1)]
+        with transaction.atomic():
+            model.objects.bulk_create(rows)
+    emit({"t_start": started, "t_end": time.time(), "warm_up_s": warm})
+
+
+def cmd_notify(args: argparse.Namespace) -> None:
+    path, kind = MESSAGE_CHANNELS[args.mode]
+    warm = warm_up(message_probe(path), kind, args.workers, [], args.deadline)
+    started = time.time()
+    for first in range(0, args.n, args.batch):
+        with transaction.atomic():
+            for i in range(first + 1, min(args.n, first + args.batch) + 1):
+                pgpubsub.notify(path, n=i)
+    emit({"t_start": started, "t_end": time.time(), "warm_up_s": warm})
+
+
+def cmd_paced(args: argparse.Namespace) -> None:
+    model = MODELS[args.mode]
+    warm = warm_up(
+        row_probe(model), ROW_KINDS[args.mode], args.workers, [model._meta.db_table], args.deadline
+    )
+    interval = 1.0 / args.rate
+    commits: list[tuple[int, float]] = []
+    started = time.time()
+    start_mono = time.monotonic()
+    for i in range(args.n):
+        delay = start_mono + i * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        row = model.objects.create(n=i + 1)  # autocommit: the INSERT is its own transaction
+        commits.append((row.pk, time.time()))
+    emit({"t_start": started, "t_end": time.time(), "warm_up_s": warm, "commits": commits})
+
+
+def cmd_bare(args: argparse.Namespace) -> None:
+    """The ceiling: receive NOTIFYs with bare psycopg and do the listeners' ORM insert.
+
+    No framework: no decoding beyond ``int()``, no channel lookup, no
+    savepoints; BATCH events per transaction.
+    """
+    params = dict(connection.get_connection_params())
+    for key in ("cursor_factory", "context", "prepare_threshold", "row_factory"):
+        params.pop(key, None)
+    listen = psycopg.Connection.connect(**params, autocommit=True)
+    listen.execute(f"LISTEN {BARE_CHANNEL}")
+    connection.ensure_connection()
+    print("READY", flush=True)
+    pid = os.getpid()
+    handled = 0
+    deadline = time.time() + args.deadline
+    while handled < args.n and time.time() < deadline:
+        batch = list(listen.notifies(timeout=1.0, stop_after=args.batch))
+        if not batch:
+            continue
+        with transaction.atomic():
+            for note in batch:
+                Processed.objects.create(
+                    kind=BARE_KIND, ref=int(note.payload), seen_at=time.time(), worker=pid
+                )
+        handled += len(batch)
+    listen.close()
+    emit({"handled": handled})
+
+
+def cmd_bare_produce(args: argparse.Namespace) -> None:
+    started = time.time()
+    with connection.cursor() as cursor:
+        for first in range(0, args.n, args.batch):
+            with transaction.atomic():
+                cursor.execute(
+                    "SELECT count(pg_notify(%s, g::text)) FROM generate_series(%s, %s) AS g",
+                    [BARE_CHANNEL, first + 1, min(args.n, first + args.batch)],
+                )
+    emit({"t_start": started, "t_end": time.time(), "warm_up_s": 0.0})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("bulk", "notify", "paced", "bare", "bare-produce"):
+        p = sub.add_parser(name)
+        p.add_argument("--mode", choices=("broadcast", "durable", "plain"), default="broadcast")
+        p.add_argument("--n", type=int, required=True)
+        p.add_argument("--batch", type=int, default=500)
+        p.add_argument("--workers", type=int, default=1, help="workers to warm up (0: none)")
+        p.add_argument("--rate", type=float, default=200.0)
+        p.add_argument("--deadline", type=float, default=60.0)
+    args = parser.parse_args()
+    commands = {
+        "bulk": cmd_bulk,
+        "notify": cmd_notify,
+        "paced": cmd_paced,
+        "bare": cmd_bare,
+        "bare-produce": cmd_bare_produce,
+    }
+    commands[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

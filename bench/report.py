@@ -1,0 +1,286 @@
+"""Summaries of the rounds: the figures, their ratios and the targets of issue 6."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+OURS = "ours"
+THEIRS = "theirs"
+BARE = "bare"
+
+
+@dataclasses.dataclass
+class Figure:
+    """One line of the table."""
+
+    key: str
+    workload: str
+    label: str
+    unit: str
+    ours: float | None
+    theirs: float | None = None
+    bare: float | None = None
+    #: How ``ratio`` is read, e.g. "ours/1.3.1".
+    ratio_label: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    #: Lost/duplicated events summed over the rounds, per implementation.
+    correctness: dict[str, str] = dataclasses.field(default_factory=dict)
+    note: str = ""
+
+
+def median(runs: list[dict[str, Any]], field: str) -> float | None:
+    values = [run[field] for run in runs if run.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def correctness(runs: list[dict[str, Any]]) -> str:
+    if not runs or "lost" not in runs[0]:
+        return ""
+    lost = sum(run["lost"] for run in runs)
+    dup = sum(run["duplicated"] + run.get("unexpected", 0) for run in runs)
+    return f"{lost}/{dup}"
+
+
+def all_ok(runs: list[dict[str, Any]]) -> bool:
+    return all(
+        run.get("lost", 0) == 0 and run.get("duplicated", 0) == 0 and run.get("unexpected", 0) == 0
+        for run in runs
+    )
+
+
+def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figure]:
+    """Turn the per-round measurements into the figures of the table."""
+    figures: list[Figure] = []
+
+    def runs(workload: str, impl: str) -> list[dict[str, Any]]:
+        return results.get(workload, {}).get(impl, [])
+
+    def at_least(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value >= bound
+
+    def at_most(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value <= bound
+
+    def throughput(key: str, workload: str, label: str, bound: float, bare: bool = False) -> None:
+        ours, theirs = runs(key, OURS), runs(key, THEIRS)
+        o, t = median(ours, "rate"), median(theirs, "rate")
+        ratio = _div(o, t)
+        fig = Figure(
+            key=key,
+            workload=workload,
+            label=label,
+            unit="events/s",
+            ours=o,
+            theirs=t,
+            bare=median(runs(BARE, OURS), "rate") if bare else None,
+            ratio_label="ours/1.3.1",
+            ratio=ratio,
+            target=f">= {bound:g}x",
+            met=at_least(ratio, bound) if all_ok(ours) else False,
+            correctness={OURS: correctness(ours), THEIRS: correctness(theirs)},
+        )
+        if bare:
+            fig.correctness[BARE] = correctness(runs(BARE, OURS))
+            if fig.bare and o:
+                fig.note = f"ours = {o / fig.bare:.2f} x bare loop"
+        if theirs and not all_ok(theirs):
+            fig.note = (fig.note + "; " if fig.note else "") + "1.3.1 lost or duplicated events"
+        figures.append(fig)
+
+    throughput("w1_broadcast_trigger", "1", "broadcast TriggerChannel, 1 worker", 3.5, bare=True)
+    throughput("w2_durable_trigger", "2", "durable TriggerChannel, 2 workers", 20)
+    throughput("w3_notify_broadcast", "3", "notify(), broadcast channel", 3.5)
+
+    ours, theirs = runs("w3_notify_durable", OURS), runs("w3_notify_durable", THEIRS)
+    theirs_works = bool(theirs) and all_ok(theirs) and not any(r["timed_out"] for r in theirs)
+    figures.append(
+        Figure(
+            key="w3_notify_durable",
+            workload="3",
+            label="notify(), durable channel",
+            unit="events/s",
+            ours=median(ours, "rate"),
+            theirs=median(theirs, "rate") if theirs_works else None,
+            ratio_label="ours/1.3.1",
+            ratio=_div(median(ours, "rate"), median(theirs, "rate")) if theirs_works else None,
+            target="works",
+            met=bool(ours) and all_ok(ours),
+            correctness={OURS: correctness(ours), THEIRS: correctness(theirs)},
+            note="" if theirs_works or not theirs else "1.3.1 fails: delivers nothing",
+        )
+    )
+
+    for mode in ("broadcast", "durable"):
+        key = f"w4_latency_{mode}"
+        ours, theirs = runs(key, OURS), runs(key, THEIRS)
+        for field, bound in (("p50_ms", 2.0), ("p99_ms", 10.0)):
+            o, t = median(ours, field), median(theirs, field)
+            figures.append(
+                Figure(
+                    key=f"{key}_{field[:3]}",
+                    workload="4",
+                    label=f"latency {mode}, {field[:3]} @ 200/s",
+                    unit="ms",
+                    ours=o,
+                    theirs=t,
+                    ratio_label="1.3.1/ours",
+                    ratio=_div(t, o),
+                    target=f"<= {bound:g} ms",
+                    met=at_most(o, bound) if all_ok(ours) else False,
+                    correctness={OURS: correctness(ours), THEIRS: correctness(theirs)},
+                )
+            )
+
+    for mode, bound in (("broadcast", 3.0), ("durable", 4.0)):
+        ours, theirs = runs("w5_write_path", OURS), runs("w5_write_path", THEIRS)
+        field = f"{mode}_x"
+        o, t = median(ours, field), median(theirs, field)
+        figures.append(
+            Figure(
+                key=f"w5_write_{mode}",
+                workload="5",
+                label=f"write path, {mode} trigger (x no trigger)",
+                unit="x",
+                ours=o,
+                theirs=t,
+                ratio_label="1.3.1/ours",
+                ratio=_div(t, o),
+                target=f"<= {bound:g}x",
+                met=at_most(o, bound),
+            )
+        )
+
+    small, big = runs("w6_drain_small", OURS), runs("w6_drain_big", OURS)
+    small_t, big_t = runs("w6_drain_small", THEIRS), runs("w6_drain_big", THEIRS)
+    for key, label, o_runs, t_runs in (
+        ("w6_drain_small", "drain rate, small backlog", small, small_t),
+        ("w6_drain_big", "drain rate, big backlog", big, big_t),
+    ):
+        o, t = median(o_runs, "rate"), median(t_runs, "rate")
+        figures.append(
+            Figure(
+                key=key,
+                workload="6",
+                label=label,
+                unit="events/s",
+                ours=o,
+                theirs=t,
+                ratio_label="ours/1.3.1",
+                ratio=_div(o, t),
+                correctness={OURS: correctness(o_runs), THEIRS: correctness(t_runs)},
+            )
+        )
+    o_keep = _div(median(big, "rate"), median(small, "rate"))
+    t_keep = _div(median(big_t, "rate"), median(small_t, "rate"))
+    figures.append(
+        Figure(
+            key="w6_drain_kept",
+            workload="6",
+            label="big-backlog rate / small-backlog rate",
+            unit="x",
+            ours=o_keep,
+            theirs=t_keep,
+            target=">= 0.75x",
+            met=at_least(o_keep, 0.75) if all_ok(small) and all_ok(big) else False,
+        )
+    )
+
+    idle_o, idle_t = runs("w7_idle", OURS), runs("w7_idle", THEIRS)
+    figures.append(
+        Figure(
+            key="w7_idle_cpu",
+            workload="7",
+            label="idle worker CPU",
+            unit="% core",
+            ours=median(idle_o, "cpu_pct"),
+            theirs=median(idle_t, "cpu_pct"),
+            target="< 1%",
+            met=_below(median(idle_o, "cpu_pct"), 1.0),
+        )
+    )
+    figures.append(
+        Figure(
+            key="w7_rss_growth",
+            workload="7",
+            label="worker RSS growth, big drain",
+            unit="MB",
+            ours=median(big, "rss_growth_mb"),
+            theirs=median(big_t, "rss_growth_mb"),
+            target="< 20 MB",
+            met=_below(median(big, "rss_growth_mb"), 20.0),
+        )
+    )
+    return figures
+
+
+def _below(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value < bound
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "events/s":
+        return f"{value:,.0f}"
+    if unit in ("x", "ratio"):
+        return f"{value:.2f}x"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def verdict(fig: Figure) -> str:
+    if fig.met is None:
+        return "" if not fig.target else "n/a"
+    return "met" if fig.met else "MISSED"
+
+
+def rows(figures: list[Figure], with_theirs: bool) -> list[list[str]]:
+    """The table as strings: what the console table and the docs show."""
+    out = []
+    for fig in figures:
+        theirs = fmt(fig.theirs, fig.unit)
+        if fig.key == "w3_notify_durable" and fig.note.startswith("1.3.1 fails"):
+            theirs = "fails"
+        row = [
+            fig.workload,
+            fig.label,
+            fig.unit,
+            fmt(fig.ours, fig.unit),
+        ]
+        if with_theirs:
+            row.append(theirs)
+        row += [
+            fmt(fig.bare, fig.unit) if fig.bare is not None else "",
+            f"{fmt(fig.ratio, 'x')} {fig.ratio_label}" if fig.ratio is not None else "",
+            fig.target,
+            verdict(fig),
+            " ".join(f"{k}:{v}" for k, v in fig.correctness.items() if v),
+        ]
+        out.append(row)
+    return out
+
+
+def headers(with_theirs: bool) -> list[str]:
+    cols = ["#", "figure", "unit", "ours"]
+    if with_theirs:
+        cols.append("1.3.1")
+    return [*cols, "bare loop", "ratio", "target", "", "lost/dup"]
+
+
+def as_dicts(figures: list[Figure]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(fig) for fig in figures]
+
+
+Formatter = Callable[[float | None, str], str]

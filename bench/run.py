@@ -1,0 +1,349 @@
+"""Side-by-side benchmark of pgpubsub against django-pgpubsub 1.3.1 (issue 6).
+
+Run it with ``make bench`` (embedded PostgreSQL unless ``DATABASE_URL`` is
+set). It needs ``DATABASE_URL`` pointing at a server where it may create
+databases: it creates ``bench_ours`` and ``bench_theirs`` (``bench_smoke_*``
+in smoke mode) and drops them again at the end.
+
+Options (environment variables in brackets):
+
+``--smoke`` [``BENCH_SMOKE=1``]
+    small sizes, one round, ours and the bare loop only: a quick check, for CI,
+    that the benchmark still works and that nothing is lost or duplicated.
+``--rounds N`` [``BENCH_ROUNDS``]
+    rounds of A B alternation (default 3); figures are medians over them.
+``--no-theirs`` [``BENCH_NO_THEIRS=1``]
+    skip django-pgpubsub 1.3.1 (no virtualenv is created).
+``--only W,...``
+    run only some workloads: w1 w2 w3 w4 w5 w6 w7.
+``--publish``
+    after the run, copy the chart to ``docs/_static/bench.png`` and the table
+    into ``docs/benchmarks.rst``.
+
+Results go to ``bench/results/latest.json`` and ``latest.png`` (``smoke.*``
+in smoke mode). The exit status is 1 when our implementation lost or
+duplicated an event, or the harness failed; a missed speed target is
+reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import chart
+import psycopg
+import report
+import workloads as wl
+from harness import (
+    BENCH_DIR,
+    REPO,
+    BenchError,
+    Impl,
+    drop_database,
+    ensure_theirs_venv,
+    prepare_project,
+    recreate_database,
+    server_label,
+    server_url,
+)
+
+RESULTS = BENCH_DIR / "results"
+DOCS = REPO / "docs"
+BEGIN_MARK = ".. BEGIN FIGURES (written by bench/run.py --publish; do not edit by hand)"
+END_MARK = ".. END FIGURES"
+
+Step = tuple[str, str, str, Callable[[Any], dict[str, Any]]]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", default=_env_flag("BENCH_SMOKE"))
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "0")))
+    parser.add_argument("--no-theirs", action="store_true", default=_env_flag("BENCH_NO_THEIRS"))
+    parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""))
+    parser.add_argument("--publish", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def plan(cfg: wl.Config, impls: list[Impl], only: set[str]) -> list[tuple[int, Step]]:
+    """Every measurement of the run, round by round, alternating the implementations."""
+    ours = impls[0]
+    steps: list[tuple[int, Step]] = []
+    for rnd in range(cfg.rounds):
+
+        def add(
+            workload: str,
+            name: str,
+            label: str,
+            fn: Callable[..., dict[str, Any]],
+            rnd: int = rnd,
+        ) -> None:
+            if not only or workload in only:
+                for impl in impls:
+                    steps.append((rnd, (name, impl.key, label, _bind(fn, impl))))
+
+        add("w1", "w1_broadcast_trigger", "1 broadcast trigger", _trigger(cfg, "broadcast", 1))
+        if not only or "w1" in only:
+            steps.append((rnd, ("bare", ours.key, "1 bare psycopg loop", _bind(_bare(cfg), ours))))
+        add("w2", "w2_durable_trigger", "2 durable trigger x2", _trigger(cfg, "durable", 2))
+        add("w3", "w3_notify_broadcast", "3 notify() broadcast", _notify(cfg, "broadcast"))
+        add("w3", "w3_notify_durable", "3 notify() durable", _notify(cfg, "durable"))
+        add("w4", "w4_latency_broadcast", "4 latency broadcast", _latency(cfg, "broadcast"))
+        add("w4", "w4_latency_durable", "4 latency durable", _latency(cfg, "durable"))
+        add("w5", "w5_write_path", "5 write path", lambda impl: wl.write_path(impl, cfg))
+        add("w6", "w6_drain_small", f"6 drain {cfg.backlog_small:,}", _drain(cfg, "small"))
+        if rnd < cfg.backlog_big_rounds:
+            add("w6", "w6_drain_big", f"6/7 drain {cfg.backlog_big:,}", _drain(cfg, "big"))
+        add("w7", "w7_idle", "7 idle CPU", lambda impl: wl.idle_cpu(impl, cfg))
+    return steps
+
+
+def _bind(fn: Callable[..., dict[str, Any]], impl: Impl) -> Callable[[Any], dict[str, Any]]:
+    return lambda tick: fn(impl, tick) if _wants_tick(fn) else fn(impl)
+
+
+def _wants_tick(fn: Callable[..., Any]) -> bool:
+    return getattr(fn, "wants_tick", False)
+
+
+def _ticking(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    fn.wants_tick = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _trigger(cfg: wl.Config, mode: str, count: int) -> Callable[..., dict[str, Any]]:
+    return _ticking(lambda impl, tick: wl.trigger_throughput(impl, cfg, mode, count, tick))
+
+
+def _notify(cfg: wl.Config, mode: str) -> Callable[..., dict[str, Any]]:
+    return _ticking(lambda impl, tick: wl.notify_throughput(impl, cfg, mode, tick))
+
+
+def _bare(cfg: wl.Config) -> Callable[..., dict[str, Any]]:
+    return _ticking(lambda impl, tick: wl.bare_loop(impl, cfg, tick))
+
+
+def _latency(cfg: wl.Config, mode: str) -> Callable[..., dict[str, Any]]:
+    return _ticking(lambda impl, tick: wl.latency(impl, cfg, mode, tick))
+
+
+def _drain(cfg: wl.Config, size: str) -> Callable[..., dict[str, Any]]:
+    events = cfg.backlog_small if size == "small" else cfg.backlog_big
+    return _ticking(lambda impl, tick: wl.drain(impl, cfg, events, tick))
+
+
+def versions(impl: Impl) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({p: m.version(p) for p in "
+        "('pgpubsub' if __import__('os').environ['BENCH_IMPL'] == 'ours' else 'django-pgpubsub', "
+        "'Django', 'django-pgtrigger', 'psycopg')}))"
+    )
+    out = subprocess.run(
+        [str(impl.python), "-c", code], env=impl.env(), capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Table
+
+    # Wide enough for the table when the output is a file or a CI log.
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    cfg = wl.Config.smoke() if args.smoke else wl.Config()
+    if args.rounds:
+        cfg.rounds = args.rounds
+    with_theirs = not (args.smoke or args.no_theirs)
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    prefix = "bench_smoke" if args.smoke else "bench"
+
+    server = server_url()
+    console.print(f"[bold]pgpubsub benchmark[/] on {server_label(server)}, {os.cpu_count()} cores")
+    impls = [Impl("ours", "pgpubsub (this repository)", Path(sys.executable), "")]
+    if with_theirs:
+        theirs_python = ensure_theirs_venv(console.print)
+        impls.append(Impl("theirs", "django-pgpubsub 1.3.1", theirs_python, ""))
+    for impl in impls:
+        console.print(f"preparing {impl.label}: database {prefix}_{impl.key}, migrations")
+        impl.db_url = recreate_database(server, f"{prefix}_{impl.key}")
+        prepare_project(impl)
+
+    steps = plan(cfg, impls, only)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    failures: list[str] = []
+    theirs_notify_durable_failed = False
+    started = time.time()
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("starting", total=len(steps))
+            for rnd, (name, key, label, fn) in steps:
+                if name == "w3_notify_durable" and key == "theirs" and theirs_notify_durable_failed:
+                    # It delivered nothing in round 1; waiting out its deadline again
+                    # would only make the run longer.
+                    progress.advance(task)
+                    continue
+                title = f"round {rnd + 1}/{cfg.rounds} {label} [{key}]"
+                progress.update(task, description=title)
+
+                def tick(done: int, total: int, title: str = title) -> None:
+                    progress.update(task, description=f"{title} {done:,}/{total:,}")
+
+                step_started = time.monotonic()
+                try:
+                    result = fn(tick)
+                except BenchError as exc:
+                    failures.append(f"{title}: {exc}")
+                    progress.console.print(f"[red]{title} failed:[/] {exc}")
+                    progress.advance(task)
+                    continue
+                result["round"] = rnd + 1
+                result["seconds"] = round(time.monotonic() - step_started, 2)
+                results.setdefault(name, {}).setdefault(key, []).append(result)
+                if name == "w3_notify_durable" and key == "theirs" and result.get("handled") == 0:
+                    theirs_notify_durable_failed = True
+                if key == "ours" and (result.get("lost") or result.get("duplicated")):
+                    failures.append(
+                        f"{title}: ours lost {result['lost']} and duplicated "
+                        f"{result['duplicated']} events"
+                    )
+                progress.advance(task)
+            progress.update(task, description="done")
+    finally:
+        for impl in impls:
+            try:
+                drop_database(server, f"{prefix}_{impl.key}")
+            except psycopg.Error as exc:
+                console.print(f"could not drop {prefix}_{impl.key}: {exc}")
+
+    figures = report.summarise(results)
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "command": "BENCH_SMOKE=1 make bench" if args.smoke else "make bench",
+        "server": server_label(server),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "smoke": args.smoke,
+        "config": cfg.__dict__,
+        "versions": {impl.key: versions(impl) for impl in impls},
+        "duration_s": round(time.time() - started),
+    }
+    table = Table(title=f"pgpubsub vs django-pgpubsub 1.3.1 ({meta['date']}, {meta['server']})")
+    for header in report.headers(with_theirs):
+        table.add_column(header, no_wrap=header in ("figure", "ratio", "target"))
+    for row in report.rows(figures, with_theirs):
+        style = "red" if "MISSED" in row else None
+        table.add_row(*row, style=style)
+    console.print(table)
+    console.print(
+        "lost/dup: events lost / processed twice, summed over the rounds. Ratios are of "
+        f"medians over {cfg.rounds} round(s) of this one run."
+    )
+    for fig in figures:
+        if fig.note:
+            console.print(f"  {fig.workload} {fig.label}: {fig.note}")
+
+    stem = "smoke" if args.smoke else "latest"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "meta": meta,
+        "figures": report.as_dicts(figures),
+        "runs": results,
+        "failures": failures,
+    }
+    json_path = RESULTS / f"{stem}.json"
+    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    png_path = RESULTS / f"{stem}.png"
+    title = f"pgpubsub vs django-pgpubsub 1.3.1 — {meta['date'][:10]}, {meta['cores']} cores, "
+    title += f"medians of {cfg.rounds} round(s)" + (" (SMOKE: small sizes)" if args.smoke else "")
+    chart.draw(figures, png_path, title)
+    console.print(f"wrote {json_path.relative_to(REPO)} and {png_path.relative_to(REPO)}")
+    if args.publish and not args.smoke:
+        publish(png_path, figures, meta, with_theirs)
+        console.print("published to docs/_static/bench.png and docs/benchmarks.rst")
+    for failure in failures:
+        console.print(f"[red]FAILED[/] {failure}")
+    return 1 if failures else 0
+
+
+def publish(png: Path, figures: list[report.Figure], meta: dict[str, Any], theirs: bool) -> None:
+    """Copy the chart into docs/_static and the table into docs/benchmarks.rst."""
+    static = DOCS / "_static"
+    static.mkdir(exist_ok=True)
+    shutil.copyfile(png, static / "bench.png")
+    lines = [
+        BEGIN_MARK,
+        "",
+        f"Run of {meta['date']} on commit ``{meta['commit']}``, {meta['server']}, "
+        f"{meta['cores']} cores, Python {meta['python']}; medians of "
+        f"{meta['config']['rounds']} rounds; command: ``{meta['command']}``.",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+    ]
+    for row in [report.headers(theirs), *report.rows(figures, theirs)]:
+        cells = [cell.replace("*", r"\*") or " " for cell in row]
+        lines.append(f"   * - {cells[0]}")
+        lines.extend(f"     - {cell}" for cell in cells[1:])
+    notes = [f"{fig.workload} {fig.label}: {fig.note}" for fig in figures if fig.note]
+    if notes:
+        lines += ["", *[f"- {note}" for note in notes]]
+    lines += ["", END_MARK]
+    page = DOCS / "benchmarks.rst"
+    text = page.read_text()
+    begin, end = text.index(BEGIN_MARK), text.index(END_MARK) + len(END_MARK)
+    page.write_text(text[:begin] + "\n".join(lines) + text[end:])
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(1)
