@@ -27,6 +27,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import selectors
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -194,7 +196,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class OpsServer(ThreadingHTTPServer):
-    """A small HTTP server for health and metrics, run in a daemon thread."""
+    """A small HTTP server for health and metrics, run in a daemon thread.
+
+    Its thread blocks on the listening socket and a wake-up pipe, with no
+    timeout: an idle worker's HTTP thread never wakes up (``serve_forever``
+    would, twice a second).
+    """
 
     daemon_threads = True
     allow_reuse_address = True
@@ -202,26 +209,42 @@ class OpsServer(ThreadingHTTPServer):
     def __init__(self, addr: str, port: int, routes: Mapping[str, Route]) -> None:
         self.routes = dict(routes)
         super().__init__((addr, port), _Handler)
+        # handle_request() is only called once the socket is readable.
+        self.timeout = 0
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fileno(), selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fd == self.fileno() and not self._stopping:
+                        self.handle_request()
+
     def start(self) -> OpsServer:
         self._thread = threading.Thread(
-            target=self.serve_forever, name=f"pgpubsub-http-{self.server_address[1]}", daemon=True
+            target=self._serve, name=f"pgpubsub-http-{self.server_address[1]}", daemon=True
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self._stopping = True
+        os.write(self._wake_w, b"\0")
         if self._thread is not None:
-            self.shutdown()
             self._thread.join(5)
             self._thread = None
         self.server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import psycopg
@@ -270,6 +271,41 @@ def test_a_worker_that_keeps_dying_is_restarted_with_growing_delays():
         proc.stop()
     delays = [float(d) for d in re.findall(r"exit status 3; restarting in ([\d.]+)s", proc.output)]
     assert delays[:5] == [0.1, 0.2, 0.4, 0.8, 0.8]
+
+
+def wake_ups(pids: list[int]) -> int:
+    """Context switches of every thread of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            for line in status.read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not LINUX, reason="counts context switches in /proc")
+def test_idle_supervisor_and_workers_do_not_wake_up(start_worker):
+    # Broadcast channels only: a durable channel is polled every
+    # PGPUBSUB_POLL_INTERVAL seconds by design.
+    supervisor = start_worker(
+        "--processes",
+        "2",
+        "--channels",
+        "tests.app.channels.Greeting",
+        "--health-port",
+        "0",
+        "--metrics-port",
+        "0",
+        ready=False,
+    )
+    supervisor.wait_ready(count=2)
+    served_urls(supervisor, "/metrics", count=2)
+    pids = [supervisor.proc.pid, *(child.pid for child in children(supervisor))]
+    before = wake_ups(pids)
+    # A measurement window, not a synchronisation: nothing should happen in it.
+    time.sleep(2)
+    assert wake_ups(pids) - before <= 3
 
 
 def test_worker_finishes_its_notification_before_exiting_on_sigterm(start_worker):
