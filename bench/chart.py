@@ -91,8 +91,11 @@ def _bars(
         heights = [v if v is not None else 0 for v in values]
         ax.bar(xs, heights, width=width, label=name, color=color)
         for x, v in zip(xs, values):
-            if v is None:
-                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+            if v is not None:
+                text = f"{v:,.0f}" if v >= 100 else f"{v:.2g}" if v < 1 else f"{v:.1f}"
+                ax.text(x, v, text, ha="center", va="bottom", fontsize=6)
+            elif color == THEIRS_COLOR:
+                ax.text(x, 0, "fails", ha="center", va="bottom", fontsize=7, rotation=90)
     if limits:
         for i, limit in enumerate(limits):
             ax.hlines(limit, i - 0.45, i + 0.45, colors="#e53e3e", linestyles="dashed")

@@ -14,6 +14,8 @@ Options (environment variables in brackets):
     rounds of A B alternation (default 3); figures are medians over them.
 ``--no-theirs`` [``BENCH_NO_THEIRS=1``]
     skip django-pgpubsub 1.3.1 (no virtualenv is created).
+``--theirs``
+    include django-pgpubsub 1.3.1 in a smoke run.
 ``--only W,...``
     run only some workloads: w1 w2 w3 w4 w5 w6 w7.
 ``--publish``
@@ -71,6 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", default=_env_flag("BENCH_SMOKE"))
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "0")))
     parser.add_argument("--no-theirs", action="store_true", default=_env_flag("BENCH_NO_THEIRS"))
+    parser.add_argument("--theirs", action="store_true", help="include 1.3.1 in a smoke run too")
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""))
     parser.add_argument("--publish", action="store_true")
     return parser.parse_args(argv)
@@ -191,7 +194,7 @@ def main(argv: list[str]) -> int:
     cfg = wl.Config.smoke() if args.smoke else wl.Config()
     if args.rounds:
         cfg.rounds = args.rounds
-    with_theirs = not (args.smoke or args.no_theirs)
+    with_theirs = not (args.smoke or args.no_theirs) or args.theirs
     only = {w.strip() for w in args.only.split(",") if w.strip()}
     prefix = "bench_smoke" if args.smoke else "bench"
 
@@ -236,7 +239,7 @@ def main(argv: list[str]) -> int:
                 step_started = time.monotonic()
                 try:
                     result = fn(tick)
-                except BenchError as exc:
+                except (BenchError, psycopg.Error) as exc:
                     failures.append(f"{title}: {exc}")
                     progress.console.print(f"[red]{title} failed:[/] {exc}")
                     progress.advance(task)

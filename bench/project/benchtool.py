@@ -64,12 +64,11 @@ def reset(tables: list[str]) -> None:
 def warm_up(probe: Any, kind: str, workers: int, tables: list[str], deadline: float) -> float:
     """Send probe events until every worker has handled one; then reset the tables.
 
-    Returns the seconds it took, or -1 if the workers never answered.
-
     A broadcast event sent before a worker LISTENs is lost, and django-pgpubsub
     only delivers stored notifications it is told about while listening, so
     the probes are repeated until answered. This also runs each worker's
-    whole path once, so the measurement starts warm.
+    whole path once, so the measurement starts warm. Returns the seconds it
+    took, or -1 if the workers never answered (the run goes on regardless).
     """
     started = time.time()
     end = started + deadline
