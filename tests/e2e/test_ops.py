@@ -215,6 +215,7 @@ def test_killed_worker_is_replaced_and_sigterm_leaves_no_process(start_worker):
     supervisor.signal(signal.SIGTERM)
     assert supervisor.proc.wait(15) == 0
     wait_for(lambda: not session_members(session), what="every process of the session to exit")
+    supervisor.stop()  # collects the rest of the output
     for pid in current:
         assert f"worker {pid} stopped" in supervisor.output
     assert "supervisor stopped" in supervisor.output
@@ -233,6 +234,7 @@ def test_shutdown_timeout_bounds_the_wait_for_busy_workers(start_worker):
         waited = time.monotonic() - started
         # It gave the workers their second, then killed them.
         assert 1.0 <= waited < 10
+        supervisor.stop()  # collects the rest of the output
         assert supervisor.output.count("did not stop in time; killing it") == 2
         for pid in workers:
             wait_for(lambda pid=pid: not alive(pid), what=f"worker {pid} to be gone")
@@ -247,8 +249,9 @@ def test_workers_stop_when_the_supervisor_is_killed(start_worker):
     supervisor.signal(signal.SIGKILL)
     supervisor.proc.wait(10)
     for pid in workers:
-        # SIGTERM from the kernel: a graceful stop, not a crash.
-        supervisor.wait_for_output(f"worker {pid} stopped")
+        # SIGTERM from the kernel: a graceful stop, not a crash. (The
+        # fixture's wait_for_output gives up once the supervisor is gone.)
+        wait_for(lambda pid=pid: f"worker {pid} stopped" in supervisor.output)
         wait_for(lambda pid=pid: not alive(pid), what=f"worker {pid} to exit")
 
 
