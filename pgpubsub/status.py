@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pgtrigger
-from django.db import connections
+from django.db import ProgrammingError, connections, transaction
 from django.utils import timezone
 
 from . import conf
@@ -135,10 +135,14 @@ class Status:
     orphaned_triggers: list[OrphanedTrigger]
     #: Stored notifications of channels this code does not know, by database name.
     unknown_backlog: dict[str, dict[str, Any]]
+    #: pgpubsub's own tables are not in the database (``migrate`` has not run).
+    tables_missing: bool = False
 
     def problems(self) -> list[str]:
         """The drift between code and database, one sentence each."""
         found: list[str] = []
+        if self.tables_missing:
+            found.append("pgpubsub's tables are missing from the database; run migrate")
         for channel in self.channels:
             for trigger in channel.triggers:
                 if trigger.state in (MISSING, OUTDATED):
@@ -243,7 +247,12 @@ def collect(using: str | None = None) -> Status:
             (relname, tgname): (schema, enabled, comment, source)
             for relname, schema, tgname, enabled, comment, source in cursor.fetchall()
         }
-    stored = backlog(using=alias)
+    try:
+        with transaction.atomic(using=alias):
+            stored = backlog(using=alias)
+        tables_missing = False
+    except ProgrammingError:  # pgpubsub's migrations have not run on this database
+        stored, tables_missing = {}, True
     # The ORM's clock convention (aware or naive datetimes, per USE_TZ).
     now = timezone.now()
 
@@ -310,6 +319,7 @@ def collect(using: str | None = None) -> Status:
         channels=channel_statuses,
         orphaned_triggers=orphans,
         unknown_backlog=unknown,
+        tables_missing=tables_missing,
     )
 
 

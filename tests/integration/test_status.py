@@ -125,6 +125,14 @@ def test_status_check_passes_when_nothing_drifted():
     assert run("status", "--check")[0] == 0
 
 
+def test_status_says_when_pgpubsub_tables_are_missing():
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("DROP TABLE pgpubsub_notification")
+    code, out, _ = run("status", "--check")
+    assert code == 1
+    assert "pgpubsub's tables are missing from the database; run migrate" in out
+
+
 def test_status_reports_backlog_and_dead_letters():
     pgpubsub.notify(DurableGreeting, message="one")
     pgpubsub.notify(DurableGreeting, message="two")

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError
 
 from pgpubsub import conf, outbox, status
 from pgpubsub.exceptions import PgpubsubError
@@ -31,10 +32,17 @@ from pgpubsub.health import (
 )
 
 
-def _first_line(text: str, width: int = 80) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    # The exception is the last line of a traceback.
-    line = lines[-1].strip() if lines else ""
+def _first_line(text: str, width: int = 200) -> str:
+    """The first line of an error message, shortened to ``width``."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _exception_line(traceback: str, width: int = 80) -> str:
+    """The exception line of a formatted traceback (its last line), shortened to ``width``."""
+    lines = [line.strip() for line in traceback.strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else ""
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
@@ -135,7 +143,12 @@ class Command(BaseCommand):
     # -- status --------------------------------------------------------------
 
     def status(self, alias: str, options: dict[str, Any]) -> None:
-        report = status.collect(alias)
+        try:
+            report = status.collect(alias)
+        except OperationalError as exc:
+            raise CommandError(
+                f"cannot read the status of database {alias!r}: {_first_line(str(exc))}"
+            ) from exc
         if options["json"]:
             self.stdout.write(json.dumps(report.as_json(), indent=2))
         else:
@@ -158,7 +171,7 @@ class Command(BaseCommand):
             with probe_connection(params, timeout) as conn:
                 workers = connected_workers(conn, name)
         except Exception as exc:
-            self._unhealthy(f"cannot reach database {alias!r}: {_first_line(str(exc), 200)}")
+            self._unhealthy(f"cannot reach database {alias!r}: {_first_line(str(exc))}")
             return
         database = params.get("dbname", alias)
         if len(workers) < minimum:
@@ -208,7 +221,7 @@ class Command(BaseCommand):
                 "channel": names.get(row.channel, row.channel),
                 "attempts": row.attempts,
                 "created_at": row.created_at.isoformat(),
-                "error": _first_line(row.last_error, 10_000),
+                "error": _exception_line(row.last_error, 10_000),
                 "payload": row.payload,
             }
             for row in queryset
@@ -228,7 +241,7 @@ class Command(BaseCommand):
                         row["channel"],
                         row["attempts"],
                         row["created_at"][:19],
-                        _first_line(row["error"]),
+                        _exception_line(row["error"]),
                     ]
                     for row in rows
                 ],
