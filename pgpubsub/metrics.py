@@ -107,7 +107,7 @@ class PrometheusObserver(Observer):
         )
         self.processed_total = client.Counter(
             "notifications_processed",
-            "Events handled by all their listeners.",
+            "Events whose listeners have run (durable: succeeded; broadcast: all, failed or not).",
             ["channel"],
             **kw,
         )
