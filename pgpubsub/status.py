@@ -237,6 +237,9 @@ def collect(using: str | None = None) -> Status:
     with connections[alias].cursor() as cursor:
         cursor.execute(SERVER_SQL)
         database, version, usage = cursor.fetchone()
+        # Statistics views are read once per transaction; inside a caller's
+        # transaction they would show the sessions of its first read.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(WORKERS_SQL, [worker_application_name(alias)])
         workers = [
             {"pid": pid, "client_addr": addr, "backend_start": started, "state": state}

@@ -46,6 +46,21 @@ LINUX = sys.platform.startswith("linux")
 # -- helpers ---------------------------------------------------------------------
 
 
+def worker_sessions() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'pgpubsub-worker'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_from_earlier_tests(transactional_db: None) -> None:
+    """Sessions of stopped workers leave pg_stat_activity a moment after the process."""
+    wait_for(lambda: worker_sessions() == 0, what="earlier tests' worker sessions to end")
+
+
 def keys(listener: str) -> list[str]:
     return list(Delivery.objects.filter(listener=listener).values_list("key", flat=True))
 

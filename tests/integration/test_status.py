@@ -17,7 +17,7 @@ import pgpubsub
 from pgpubsub import status
 from pgpubsub.models import Notification
 from tests.app.channels import AuthorChannel, DurableGreeting, Greeting, OrderChannel
-from tests.conftest import MANAGE, db_url
+from tests.conftest import MANAGE, db_url, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -155,7 +155,19 @@ def test_status_reports_backlog_and_dead_letters():
     assert row.split()[2:5] == ["durable", "1", "2"]
 
 
+def no_worker_sessions() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # read afresh in this transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'pgpubsub-worker'"
+        )
+        return cursor.fetchone()[0] == 0
+
+
 def test_health_fails_without_workers_and_passes_with_one():
+    # Sessions of workers stopped by earlier tests end a moment after them.
+    wait_for(no_worker_sessions, what="earlier tests' worker sessions to end")
     code, _, err = run("health")
     assert code == 1
     assert "UNHEALTHY: 0 worker LISTEN session(s) connected" in err
