@@ -40,6 +40,8 @@ class Listener:
     triggers: frozenset[str] | None
     #: Whether the callback declares a ``context`` parameter.
     wants_context: bool
+    #: Whether the callback takes ``**kwargs``.
+    takes_kwargs: bool = False
 
     @property
     def name(self) -> str:
@@ -68,8 +70,10 @@ class BaseChannel:
     @classmethod
     def name(cls) -> str:
         """The channel's dotted path, e.g. ``"myapp.channels.AuthorChannel"``."""
+        # __name__, not __qualname__: the name (and so the database name)
+        # must match django-pgpubsub 1.3.1's for stored notifications to carry over.
         module = inspect.getmodule(cls)
-        return f"{module.__name__ if module else cls.__module__}.{cls.__qualname__}"
+        return f"{module.__name__ if module else cls.__module__}.{cls.__name__}"
 
     @classmethod
     def listen_safe_name(cls) -> str:
@@ -99,16 +103,20 @@ class BaseChannel:
         name = cls.listen_safe_name()
         if len(name.encode()) > MAX_CHANNEL_NAME_LENGTH:  # pragma: no cover - fixed length
             raise ChannelDefinitionError(cls.name(), f"database name {name!r} is too long")
+        if cls.max_attempts is not None and (
+            isinstance(cls.max_attempts, bool)
+            or not isinstance(cls.max_attempts, int)
+            or cls.max_attempts < 1
+        ):
+            raise ChannelDefinitionError(
+                cls.name(), f"max_attempts must be an integer >= 1, got {cls.max_attempts!r}"
+            )
 
     @classmethod
     def effective_max_attempts(cls) -> int:
         if cls.max_attempts is None:
             return conf.max_attempts()
-        if isinstance(cls.max_attempts, bool) or not isinstance(cls.max_attempts, int):
-            raise ChannelDefinitionError(
-                cls.name(), f"max_attempts must be a positive int, got {cls.max_attempts!r}"
-            )
-        return max(1, cls.max_attempts)
+        return cls.max_attempts
 
 
 @functools.cache
@@ -234,6 +242,7 @@ def register_listener(
         channel=channel,
         triggers=triggers,
         wants_context="context" in parameters,
+        takes_kwargs=any(p.kind is p.VAR_KEYWORD for p in parameters.values()),
     )
     listeners = registry.setdefault(channel, [])
     for index, known in enumerate(listeners):

@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
-from . import sql
+from . import conf, sql
 from .channel import BaseChannel, locate_channel
 from .models import Notification
 
@@ -28,7 +28,9 @@ def dead_letters(
     channels: Iterable[type[BaseChannel] | str] | None = None, *, using: str | None = None
 ) -> QuerySet[Notification]:
     """Dead-lettered notifications (optionally of some channels), oldest first."""
-    queryset = Notification.objects.using(using or "default").filter(state=Notification.DEAD)
+    queryset = Notification.objects.using(using or conf.database_alias()).filter(
+        state=Notification.DEAD
+    )
     names = _channel_names(channels)
     if names is not None:
         queryset = queryset.filter(channel__in=names)
@@ -45,7 +47,7 @@ def retry_dead_letters(
 
     Workers are woken on the affected channels when the transaction commits.
     """
-    alias = using or "default"
+    alias = using or conf.database_alias()
     queryset = dead_letters(channels, using=alias)
     if ids is not None:
         queryset = queryset.filter(id__in=list(ids))
@@ -79,7 +81,7 @@ def backlog(*, using: str | None = None) -> dict[str, dict[str, Any]]:
     """Per database channel name: pending and dead counts and the oldest pending ``created_at``."""
     result: dict[str, dict[str, Any]] = {}
     rows = (
-        Notification.objects.using(using or "default")
+        Notification.objects.using(using or conf.database_alias())
         .values("channel", "state")
         .annotate(count=Count("id"), oldest=Min("created_at"))
         .order_by()

@@ -69,7 +69,12 @@ class Event(msgspec.Struct, omit_defaults=True):
 
 
 class Message(msgspec.Struct):
-    """A broadcast NOTIFY payload: a batch of events, or a reference to one."""
+    """A broadcast NOTIFY payload: a batch of events, or a reference to one.
+
+    A payload sent by django-pgpubsub 1.3.1's triggers or ``notify()`` (one
+    event at the top level: ``old``/``new`` or ``kwargs``) is read as a batch
+    of one, so notifications in flight during a switch are still delivered.
+    """
 
     trigger: str | None = None
     op: str | None = None
@@ -79,6 +84,13 @@ class Message(msgspec.Struct):
     ts: float | None = None
     events: list[Event] = []
     ref: int | None = None
+    old: dict[str, msgspec.Raw] | None = None
+    new: dict[str, msgspec.Raw] | None = None
+    kwargs: msgspec.Raw = msgspec.Raw(b"")
+
+    def __post_init__(self) -> None:
+        if not self.events and (self.old is not None or self.new is not None or self.kwargs):
+            self.events = [Event(old=self.old, new=self.new, kwargs=self.kwargs)]
 
 
 message_decoder = msgspec.json.Decoder(Message)
@@ -452,7 +464,7 @@ class RowDecoder:
             self._warned = True
             logger.warning(
                 "pgpubsub: rows on channel %s lack columns %s of %s (written before a "
-                "schema change?); those fields are left unset",
+                "schema change?); those fields are deferred (read from the database on access)",
                 self.channel_name,
                 ", ".join(missing),
                 self.model._meta.label,

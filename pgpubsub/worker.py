@@ -322,9 +322,12 @@ class Worker:
                 with transaction.atomic(using=self.using):
                     listener.callback(**self._call_kwargs(listener, kwargs, context))
                 self.processed += 1
-            except CONNECTION_ERRORS:
-                raise
-            except Exception:
+            except Exception as exc:
+                # A statement timeout, deadlock or serialization failure is an
+                # OperationalError too, but only a dead connection is the worker's
+                # problem; anything else is this listener's failure.
+                if isinstance(exc, CONNECTION_ERRORS) and self._connection_lost():
+                    raise
                 self.failed += 1
                 logger.exception(
                     "pgpubsub: listener %s failed on channel %s",
@@ -363,9 +366,23 @@ class Worker:
     def _call_kwargs(
         listener: Listener, kwargs: dict[str, Any], context: dict[str, Any] | None
     ) -> dict[str, Any]:
-        if listener.wants_context or conf.pass_context_to_listeners():
+        # PGPUBSUB_PASS_CONTEXT_TO_LISTENERS gives every trigger listener a
+        # ``context`` argument (as django-pgpubsub 1.3.1 did); app-level
+        # listeners get it when they can take it.
+        if listener.wants_context or (
+            conf.pass_context_to_listeners()
+            and (listener.takes_kwargs or issubclass(listener.channel, TriggerChannel))
+        ):
             return {**kwargs, "context": context or {}}
         return kwargs
+
+    def _connection_lost(self) -> bool:
+        """Whether the Django connection is unusable (as opposed to a failed statement)."""
+        wrapper = connections[self.using]
+        conn = wrapper.connection
+        if conn is None or conn.closed:
+            return True
+        return bool(conn.pgconn.status != psycopg.pq.ConnStatus.OK)
 
     def _cleanup_payloads(self) -> None:
         now = time.monotonic()
@@ -444,9 +461,9 @@ class Worker:
                     if listener.serves(event.trigger):
                         current = listener.name
                         listener.callback(**self._call_kwargs(listener, kwargs, event.context))
-        except CONNECTION_ERRORS:
-            raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, CONNECTION_ERRORS) and self._connection_lost():
+                raise
             self._last_error = traceback.format_exc()
             self.failed += 1
             logger.exception(

@@ -58,3 +58,12 @@ class Sized(Channel):
 
     label: str
     body: str
+
+
+@dataclass
+class TicketChannel(TriggerChannel):
+    """Model given as a label; one attempt only."""
+
+    model = "app.Ticket"
+    lock_notifications = True
+    max_attempts = 1

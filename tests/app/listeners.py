@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import pgtrigger
+from django.db import connection
 
 import pgpubsub
 from pgpubsub.triggers import Notify
@@ -21,6 +22,7 @@ from .channels import (
     ProfileChannel,
     RestaurantChannel,
     Sized,
+    TicketChannel,
 )
 from .models import Delivery
 
@@ -110,6 +112,12 @@ def order_created(old, new, context):
         # Remembered in the process: the rollback removes any database trace.
         _failed_once.add(new.reference)
         raise RuntimeError(f"first attempt at {new.reference} fails")
+    if new.reference.startswith("timeout"):
+        # A statement timeout is an OperationalError, yet the connection is fine:
+        # it must count as this notification's failure, not a lost connection.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 1")
+            cursor.execute("SELECT pg_sleep(1)")
     if new.reference.startswith("broken") and os.environ.get("PGPUBSUB_TEST_BROKEN_LISTENER"):
         raise RuntimeError(f"{new.reference}: the listener is broken in this deployment")
     Delivery.objects.create(listener="order_created", key=new.reference, data={"context": context})
@@ -185,3 +193,18 @@ def post_inserted(old, new):
             "sha256": hashlib.sha256(new.content.encode()).hexdigest(),
         },
     )
+
+
+@pgpubsub.post_insert_listener(TicketChannel)
+def ticket_created(old, new):
+    if new.code.startswith("bad"):
+        raise ValueError(f"ticket {new.code} is bad")
+    Delivery.objects.create(listener="ticket_created", key=new.code)
+
+
+@pgpubsub.listener(AuthorChannel)
+def author_any_event(**kwargs):
+    """Receives every event of the channel; takes **kwargs, so it gets ``context``
+    when PGPUBSUB_PASS_CONTEXT_TO_LISTENERS is on."""
+    if kwargs.get("context"):
+        Delivery.objects.create(listener="author_any_event", key="ctx", data=kwargs["context"])

@@ -86,3 +86,9 @@ class Restaurant(Place):
     """A multi-table inheritance child."""
 
     serves_pizza = models.BooleanField(default=False)
+
+
+class Ticket(models.Model):
+    """Written to by tests of per-channel settings."""
+
+    code = models.CharField(max_length=100)

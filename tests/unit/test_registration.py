@@ -126,3 +126,36 @@ def test_unsupported_field_type_is_rejected_naming_channel_field_and_type():
     message = str(info.value)
     assert "Bad.thing" in message and "Opaque" in message
     assert info.value.field == "thing"
+
+
+def test_channels_whose_database_names_collide_are_rejected(monkeypatch):
+    @dataclasses.dataclass
+    class Twin(pgpubsub.Channel):
+        value: int
+
+    monkeypatch.setattr(
+        Twin, "listen_safe_name", classmethod(lambda cls: Greeting.listen_safe_name())
+    )
+    with pytest.raises(
+        ChannelDefinitionError, match=r"collides with tests\.app\.channels\.Greeting"
+    ):
+        pgpubsub.listener(Twin)(lambda value: None)
+
+
+def test_invalid_max_attempts_is_rejected_at_validation():
+    @dataclasses.dataclass
+    class Hasty(pgpubsub.Channel):
+        value: int
+        max_attempts = 0
+
+    with pytest.raises(ChannelDefinitionError, match="max_attempts"):
+        Hasty.validate()
+
+
+def test_nested_channel_names_match_django_pgpubsub():
+    class Outer:
+        @dataclasses.dataclass
+        class Inner(pgpubsub.Channel):
+            value: int
+
+    assert Outer.Inner.name() == f"{__name__}.Inner"
