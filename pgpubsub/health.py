@@ -144,10 +144,13 @@ class HealthCheck:
         return 200, "text/plain; charset=utf-8", b"ok\n"
 
     def readiness(self) -> Response:
-        since = round(time.time() - self.state.changed_at, 3)
-        listen = "up" if self.state.connected else "down"
+        # One reading of the state for the whole answer: the worker may
+        # reconnect while the database is pinged.
+        connected, changed_at = self.state.connected, self.state.changed_at
+        since = round(time.time() - changed_at, 3)
+        listen = "up" if connected else "down"
         error = ping(self.params, self.timeout)
-        ready = self.state.connected and error is None
+        ready = connected and error is None
         body = {
             "status": "ready" if ready else "unavailable",
             "listen_connection": listen,
