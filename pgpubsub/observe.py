@@ -49,6 +49,7 @@ def add_observer(observer: Observer) -> None:
 
 
 def remove_observer(observer: Observer) -> None:
+    """Unregister an observer added with :func:`add_observer` (no error if absent)."""
     if observer in _observers:
         _observers.remove(observer)
 

@@ -62,12 +62,24 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: The ``application_name`` of every worker's LISTEN connection, by which
+#: ``manage.py pgpubsub status``/``health`` and the metrics find the workers.
+WORKER_APPLICATION_NAME = "pgpubsub-worker"
+
+
 def conninfo_params(using: str) -> dict[str, Any]:
-    """psycopg connection parameters for the Django database ``using``."""
+    """psycopg parameters for a worker's LISTEN connection to the Django database ``using``."""
     params = dict(connections[using].get_connection_params())
     for key in ("cursor_factory", "context", "prepare_threshold", "row_factory"):
         params.pop(key, None)
-    params.setdefault("application_name", "pgpubsub-worker")
+    params["application_name"] = WORKER_APPLICATION_NAME
+    # An idle LISTEN connection sends nothing; TCP keepalives make a silently
+    # dropped network (no FIN, no RST) show up as a dead socket within about
+    # a minute and a half, so the worker reconnects.
+    params.setdefault("keepalives", 1)
+    params.setdefault("keepalives_idle", 60)
+    params.setdefault("keepalives_interval", 10)
+    params.setdefault("keepalives_count", 3)
     return params
 
 
@@ -339,6 +351,13 @@ class Worker:
                     observer.failed(channel.name(), listener.name)
         if observers():
             self._report_processed(channel, started, message.ts)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "pgpubsub: processed an event on %s in %.1f ms",
+                channel.name(),
+                (time.monotonic() - started) * 1000,
+                extra={"channel": channel.name(), "duration": time.monotonic() - started},
+            )
 
     def _event_kwargs(self, channel: type[BaseChannel], event: Event) -> dict[str, Any]:
         if issubclass(channel, TriggerChannel):
@@ -483,6 +502,18 @@ class Worker:
         self.processed += 1
         if observers():
             self._report_processed(channel, started, created_at.timestamp())
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "pgpubsub: processed stored notification %d on %s in %.1f ms",
+                notification_id,
+                channel.name(),
+                (time.monotonic() - started) * 1000,
+                extra={
+                    "channel": channel.name(),
+                    "notification_id": notification_id,
+                    "duration": time.monotonic() - started,
+                },
+            )
         return True
 
     def _record_failure(
