@@ -28,7 +28,7 @@ def listen(channel: str) -> sql.Composed:
     return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
 
 
-PUBLISH = "SELECT pgpubsub_publish_v1(%s, %s, '{}'::jsonb, %s::jsonb)"
+PUBLISH = "SELECT pgpubsub_publish_v1(%s, %s, NULL, NULL, %s::json)"
 
 NOTIFY = "SELECT pg_notify(%s, %s)"
 

@@ -60,7 +60,7 @@ SERVER_SQL = """
 SELECT current_database(), current_setting('server_version'), pg_notification_queue_usage()
 """
 
-_PUBLISH_CHANNEL = re.compile(r"pgpubsub_publish_v\d+\(\s*'((?:[^']|'')*)'")
+_PUBLISH_CHANNEL = re.compile(r"(?:pgpubsub_publish_v\d+|pg_notify)\(\s*'((?:[^']|'')*)'")
 
 
 @dataclasses.dataclass

@@ -35,41 +35,64 @@ def _literal(value: str | bool) -> str:
     return sql.Literal(value).as_string(None)
 
 
-def _publish_call(channel: type[BaseChannel], events_sql: str) -> str:
+def _publish_call(channel_name: str, durable: bool, events_sql: str) -> str:
     return (
         "PERFORM pgpubsub_publish_v1(\n"
-        f"        {_literal(channel.listen_safe_name())},\n"
-        f"        {_literal(bool(channel.lock_notifications))},\n"
-        "        jsonb_build_object('trigger', TG_NAME, 'op', TG_OP),\n"
+        f"        {_literal(channel_name)},\n"
+        f"        {_literal(durable)},\n"
+        "        TG_NAME,\n"
+        "        TG_OP,\n"
         f"        {events_sql}\n"
         "    );\n"
     )
 
 
-_ROW_EVENTS = "jsonb_build_array(jsonb_build_object('old', to_jsonb(OLD), 'new', to_jsonb(NEW)))"
+_ROW_EVENTS = "json_build_array(json_build_object('old', to_json(OLD), 'new', to_json(NEW)))"
 
 _RETURN_ROW = "IF TG_OP = 'DELETE' THEN\n        RETURN OLD;\n    END IF;\n    RETURN NEW;"
 
-_STATEMENT_EVENTS = {
-    "INSERT": (
-        "(SELECT jsonb_agg(jsonb_build_object('new', to_jsonb(pgpubsub_row)))"
-        f" FROM {_NEW_TABLE} AS pgpubsub_row)"
-    ),
-    "DELETE": (
-        "(SELECT jsonb_agg(jsonb_build_object('old', to_jsonb(pgpubsub_row)))"
-        f" FROM {_OLD_TABLE} AS pgpubsub_row)"
-    ),
+# Statement-level AFTER triggers: the rows of the statement, as SQL producing
+# one event object per row, from the transition tables.
+_STATEMENT_ROWS = {
+    "INSERT": ("{fn}_build_object('new', to_{fn}(r))", f"FROM {_NEW_TABLE} AS r"),
+    "DELETE": ("{fn}_build_object('old', to_{fn}(r))", f"FROM {_OLD_TABLE} AS r"),
     # PostgreSQL fills the old and new transition tables side by side, one
     # pair per updated row, so their scan positions pair the rows even when
     # the update changes the primary key.
     "UPDATE": (
-        "(SELECT jsonb_agg(jsonb_build_object('old', to_jsonb(o.r), 'new', to_jsonb(n.r))"
-        " ORDER BY n.i)"
-        f" FROM (SELECT r, row_number() OVER () AS i FROM {_OLD_TABLE} AS r) AS o"
+        "{fn}_build_object('old', to_{fn}(o.r), 'new', to_{fn}(n.r))",
+        f"FROM (SELECT r, row_number() OVER () AS i FROM {_OLD_TABLE} AS r) AS o"
         f" JOIN (SELECT r, row_number() OVER () AS i FROM {_NEW_TABLE} AS r) AS n"
-        " ON n.i = o.i)"
+        " ON n.i = o.i",
     ),
 }
+
+
+def _broadcast_statement_body(channel_name: str, op: str) -> str:
+    # One NOTIFY per statement, its events built as JSON text (no jsonb
+    # round trip) and handed to the shared function.
+    event, source = _STATEMENT_ROWS[op]
+    events = f"(SELECT json_agg({event.format(fn='json')}) {source})"
+    return _publish_call(channel_name, False, events) + "    RETURN NULL;"
+
+
+def _durable_statement_body(channel_name: str, op: str) -> str:
+    # One set-based INSERT into the outbox per statement. A transition table
+    # cannot be handed to a function, so this one statement lives here
+    # rather than in pgpubsub_publish_v1().
+    event, source = _STATEMENT_ROWS[op]
+    return (
+        "INSERT INTO pgpubsub_notification (channel, payload)\n"
+        f"    SELECT {_literal(channel_name)},\n"
+        "        jsonb_build_object('trigger', TG_NAME, 'op', TG_OP)\n"
+        f"            || {event.format(fn='jsonb')}\n"
+        "            || pgpubsub_context\n"
+        f"    {source};\n"
+        "    IF FOUND THEN\n"
+        f"        PERFORM pg_notify({_literal(channel_name)}, '');\n"
+        "    END IF;\n"
+        "    RETURN NULL;"
+    )
 
 
 class Notify(pgtrigger.Trigger):
@@ -101,15 +124,7 @@ class Notify(pgtrigger.Trigger):
 
     def get_func(self, model: models.Model) -> str:
         name = self.channel.listen_safe_name() if self.channel else str(self.name)
-        return (
-            "PERFORM pgpubsub_publish_v1(\n"
-            f"        {_literal(name)},\n"
-            f"        {_literal(self._durable())},\n"
-            "        jsonb_build_object('trigger', TG_NAME, 'op', TG_OP),\n"
-            f"        {_ROW_EVENTS}\n"
-            "    );\n"
-            f"    {_RETURN_ROW}"
-        )
+        return _publish_call(name, self._durable(), _ROW_EVENTS) + f"    {_RETURN_ROW}"
 
 
 class LockableNotify(Notify):
@@ -150,10 +165,20 @@ class ChannelTrigger(pgtrigger.Trigger):
         self._op = op
         self._timing = timing
 
+    def get_declare(self, model: models.Model) -> list[tuple[str, str]]:
+        if self._timing == "AFTER" and self.channel.lock_notifications:
+            return [("pgpubsub_context", "jsonb := pgpubsub_context_v1()")]
+        return []
+
     def get_func(self, model: models.Model) -> str:
+        name = self.channel.listen_safe_name()
         if self._timing == "AFTER":
-            return _publish_call(self.channel, _STATEMENT_EVENTS[self._op]) + "    RETURN NULL;"
-        return _publish_call(self.channel, _ROW_EVENTS) + f"    {_RETURN_ROW}"
+            if self.channel.lock_notifications:
+                return _durable_statement_body(name, self._op)
+            return _broadcast_statement_body(name, self._op)
+        return _publish_call(name, bool(self.channel.lock_notifications), _ROW_EVENTS) + (
+            f"    {_RETURN_ROW}"
+        )
 
 
 def trigger_name(channel: type[BaseChannel], timing: str, operation: str) -> str:

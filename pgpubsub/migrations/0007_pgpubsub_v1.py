@@ -131,7 +131,8 @@ class Migration(migrations.Migration):
         migrations.RunSQL(
             sql=template("pgpubsub_v1"),
             reverse_sql=(
-                "DROP FUNCTION IF EXISTS pgpubsub_publish_v1(text, boolean, jsonb, jsonb);"
+                "DROP FUNCTION IF EXISTS pgpubsub_publish_v1(text, boolean, text, text, json);"
+                "DROP FUNCTION IF EXISTS pgpubsub_context_v1();"
                 "DROP SEQUENCE IF EXISTS pgpubsub_message_seq_v1;"
             ),
         ),
