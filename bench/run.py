@@ -76,6 +76,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--theirs", action="store_true", help="include 1.3.1 in a smoke run too")
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""))
     parser.add_argument("--publish", action="store_true")
+    parser.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="publish bench/results/latest.json and latest.png again without running",
+    )
     return parser.parse_args(argv)
 
 
@@ -178,6 +183,12 @@ def git_commit() -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.publish_only:
+        saved = json.loads((RESULTS / "latest.json").read_text())
+        figures = report.summarise(saved["runs"])
+        theirs = "theirs" in saved["meta"]["versions"]
+        publish(RESULTS / "latest.png", figures, saved["meta"], theirs)
+        return 0
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -246,6 +257,9 @@ def main(argv: list[str]) -> int:
                     continue
                 result["round"] = rnd + 1
                 result["seconds"] = round(time.monotonic() - step_started, 2)
+                if not console.is_terminal:
+                    # No live bar in a log file: one line per measurement instead.
+                    progress.console.print(f"{title}: {_brief(result)}")
                 results.setdefault(name, {}).setdefault(key, []).append(result)
                 if name == "w3_notify_durable" and key == "theirs" and result.get("handled") == 0:
                     theirs_notify_durable_failed = True
@@ -314,6 +328,14 @@ def main(argv: list[str]) -> int:
     return 1 if failures else 0
 
 
+def _brief(result: dict[str, Any]) -> str:
+    shown = {k: v for k, v in result.items() if k not in ("round", "commits")}
+    return ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in shown.items()
+    )
+
+
 def publish(png: Path, figures: list[report.Figure], meta: dict[str, Any], theirs: bool) -> None:
     """Copy the chart into docs/_static and the table into docs/benchmarks.rst."""
     static = DOCS / "_static"
@@ -331,7 +353,8 @@ def publish(png: Path, figures: list[report.Figure], meta: dict[str, Any], their
         "",
     ]
     for row in [report.headers(theirs), *report.rows(figures, theirs)]:
-        cells = [cell.replace("*", r"\*") or " " for cell in row]
+        # A lone "-" would start a nested bullet list in a list-table cell.
+        cells = [("n/a" if cell == "-" else cell.replace("*", r"\*")) or " " for cell in row]
         lines.append(f"   * - {cells[0]}")
         lines.extend(f"     - {cell}" for cell in cells[1:])
     notes = [f"{fig.workload} {fig.label}: {fig.note}" for fig in figures if fig.note]
