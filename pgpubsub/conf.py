@@ -89,6 +89,19 @@ def batch_size() -> int:
     return _positive_int("PGPUBSUB_BATCH_SIZE", 500)
 
 
+def optimistic_batches() -> bool:
+    """``PGPUBSUB_OPTIMISTIC_BATCHES`` (default ``True``).
+
+    Run each batch of events under one savepoint and replay it with a
+    savepoint per listener call (broadcast) or per notification (durable)
+    only when a listener raises. Database effects are the same either way;
+    effects outside the database of listener calls that preceded a failure
+    in the same batch happen again in the replay. ``False`` always uses a
+    savepoint per call, at a cost of two statements each.
+    """
+    return bool(_get("PGPUBSUB_OPTIMISTIC_BATCHES", True))
+
+
 def max_attempts() -> int:
     """``PGPUBSUB_MAX_ATTEMPTS`` (default ``5``).
 

@@ -38,6 +38,17 @@ DELETE_EXPIRED_PAYLOADS = (
     "DELETE FROM pgpubsub_payload WHERE created_at < now() - make_interval(secs => %s)"
 )
 
+# Claims the next batch of due notifications of one channel, by id after a
+# keyset position, through the partial index on pending rows.
+CLAIM = """
+SELECT id, payload::text, attempts, created_at
+FROM pgpubsub_notification
+WHERE channel = %s AND state = 'pending' AND available_at <= now() AND id > %s
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+
 DELETE_NOTIFICATIONS = "DELETE FROM pgpubsub_notification WHERE id = ANY(%s)"
 
 # Fails a notification: back off, or dead-letter once the attempts are spent.

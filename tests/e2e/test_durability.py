@@ -121,8 +121,9 @@ def test_a_missed_wake_up_delays_processing_by_at_most_the_poll_interval(start_w
     wait_for(lambda: processed() == 1, timeout=5, what="the silent notification")
 
 
-def test_failing_once_is_retried_and_processed_exactly_once(start_worker):
-    start_worker()
+@pytest.mark.parametrize("optimistic", ["1", "0"])
+def test_failing_once_is_retried_and_processed_exactly_once(start_worker, optimistic):
+    start_worker(extra_env={"PGPUBSUB_TEST_OPTIMISTIC": optimistic})
     references = create_orders(50, prefix="fail-once")
     assert_exactly_once(references)
 

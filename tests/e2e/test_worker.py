@@ -135,8 +135,9 @@ def test_identical_notifications_in_one_transaction_are_all_delivered(start_work
     wait_deliveries(2, "greet")
 
 
-def test_failing_listener_does_not_stop_the_worker(start_worker):
-    worker = start_worker()
+@pytest.mark.parametrize("optimistic", ["1", "0"])
+def test_failing_listener_does_not_stop_the_worker(start_worker, optimistic):
+    worker = start_worker(extra_env={"PGPUBSUB_TEST_OPTIMISTIC": optimistic})
     pgpubsub.notify(Greeting, message="boom")
     pgpubsub.notify(Greeting, message="after")
     wait_deliveries(1, "greet")

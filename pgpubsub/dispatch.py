@@ -1,0 +1,437 @@
+"""Running listeners: broadcast batches and durable claims.
+
+Both paths run a batch of events in one transaction on the Django connection.
+
+Optimistic batches (the default, ``PGPUBSUB_OPTIMISTIC_BATCHES = True``): the
+batch runs under a single savepoint. When every listener succeeds, which is
+the common case, that costs two statements per batch instead of two per
+listener call. When a listener raises, the batch is rolled back to that
+savepoint and replayed in guarded mode, so a failure still undoes only the
+failing listener's (broadcast) or notification's (durable) own database
+work. The price: listener calls that ran before the failure in the same
+batch run again in the replay. Their database effects happen once (the
+first run was rolled back); effects outside the database, such as an email,
+can happen twice.
+
+Guarded mode (``PGPUBSUB_OPTIMISTIC_BATCHES = False``, and every replay):
+each broadcast listener call runs in its own savepoint, each stored
+notification's listeners together in one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import psycopg
+from django.db import connections, transaction
+from django.db import utils as db_utils
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast, Now
+from django.utils.module_loading import import_string
+
+from . import conf, sql
+from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_for
+from .exceptions import PayloadError
+from .models import Notification
+from .observe import observers
+from .payloads import Event, Message, event_decoder, message_decoder, preview
+
+logger = logging.getLogger("pgpubsub")
+
+#: Errors after which the worker reconnects instead of giving up.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    db_utils.OperationalError,
+    db_utils.InterfaceError,
+)
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before retry number ``attempts`` (1-based) of a failed durable notification."""
+    return min(conf.retry_backoff_max(), conf.retry_backoff() * (2 ** max(0, attempts - 1)))
+
+
+@dataclass
+class _Delivery:
+    """One broadcast event and the listeners it goes to."""
+
+    channel: type[BaseChannel]
+    listeners: list[Listener]
+    event: Event
+    context: dict[str, Any] | None
+    published: float | None
+    payload: str
+
+
+class _Rollback(Exception):
+    """Raised inside the batch savepoint to abandon an optimistic run."""
+
+
+class Dispatcher:
+    """Delivers events to listeners on the Django connection ``using``."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.batch_size = conf.batch_size()
+        self.optimistic = conf.optimistic_batches()
+        self._pass_context = conf.pass_context_to_listeners()
+        self._listeners: dict[tuple[type[BaseChannel], str | None], list[Listener]] = {}
+        self._filter_provider: Any = None
+        self._next_cleanup = 0.0
+        self._current: str | None = None
+        #: monotonic time of the earliest retry scheduled by :meth:`drain`.
+        self.next_retry = math.inf
+        self.processed = 0
+        self.failed = 0
+
+    # -- helpers -----------------------------------------------------------
+
+    def listeners(self, channel: type[BaseChannel], trigger: str | None) -> list[Listener]:
+        key = (channel, trigger)
+        found = self._listeners.get(key)
+        if found is None:
+            found = [lst for lst in listeners_for(channel) if lst.serves(trigger)]
+            self._listeners[key] = found
+        return found
+
+    def connection_lost(self) -> bool:
+        """Whether the Django connection is unusable (as opposed to a failed statement)."""
+        conn = connections[self.using].connection
+        if conn is None or conn.closed:
+            return True
+        return bool(conn.pgconn.status != psycopg.pq.ConnStatus.OK)
+
+    def _reraise_if_lost(self, exc: BaseException) -> None:
+        # A statement timeout, deadlock or serialization failure is an
+        # OperationalError too, but only a dead connection is the worker's
+        # problem; anything else is the listener's failure.
+        if isinstance(exc, CONNECTION_ERRORS) and self.connection_lost():
+            raise exc
+
+    def event_kwargs(self, channel: type[BaseChannel], event: Event) -> dict[str, Any]:
+        if issubclass(channel, TriggerChannel):
+            rows = channel.row_decoder()
+            return {
+                "old": rows.build(event.old, self.using),
+                "new": rows.build(event.new, self.using),
+            }
+        if issubclass(channel, Channel):
+            if not event.kwargs:
+                raise PayloadError(channel.name(), "the event has no 'kwargs'")
+            return channel.codec().decode_kwargs(event.kwargs)
+        raise PayloadError(channel.name(), "unknown kind of channel")  # pragma: no cover
+
+    def _call(
+        self, listener: Listener, kwargs: dict[str, Any], context: dict[str, Any] | None
+    ) -> None:
+        # PGPUBSUB_PASS_CONTEXT_TO_LISTENERS gives every trigger listener a
+        # ``context`` argument (as django-pgpubsub 1.3.1 did); app-level
+        # listeners get it when they can take it.
+        if listener.wants_context or (
+            self._pass_context
+            and (listener.takes_kwargs or issubclass(listener.channel, TriggerChannel))
+        ):
+            listener.callback(**kwargs, context=context or {})
+        else:
+            listener.callback(**kwargs)
+
+    def _processed(
+        self, channel: type[BaseChannel], started: float, published: float | None
+    ) -> None:
+        self.processed += 1
+        if observers():
+            duration = time.monotonic() - started
+            latency = time.time() - published if published is not None else None
+            for observer in observers():
+                observer.processed(channel.name(), duration, latency)
+
+    # -- broadcast ---------------------------------------------------------
+
+    def broadcast(self, items: list[tuple[type[BaseChannel], str]]) -> None:
+        """Deliver NOTIFY payloads received together, in one transaction."""
+        batch: list[_Delivery] = []
+        spilled = False
+        for channel, payload in items:
+            message = self._decode_message(channel, payload)
+            if message is None:
+                continue
+            spilled = spilled or message.ref is not None
+            for observer in observers():
+                observer.received(channel.name(), len(message.events))
+            for event in message.events:
+                listeners = self.listeners(channel, event.trigger or message.trigger)
+                if listeners:
+                    context = event.context if event.context is not None else message.context
+                    batch.append(_Delivery(channel, listeners, event, context, message.ts, payload))
+        if batch:
+            with transaction.atomic(using=self.using):
+                if not (self.optimistic and self._broadcast_optimistic(batch)):
+                    self._broadcast_guarded(batch)
+        if spilled:
+            self._cleanup_payloads()
+
+    def _decode_message(self, channel: type[BaseChannel], payload: str) -> Message | None:
+        try:
+            message = message_decoder.decode(payload)
+            if message.ref is not None:
+                with connections[self.using].cursor() as cursor:
+                    cursor.execute(sql.FETCH_PAYLOAD, [message.ref])
+                    row = cursor.fetchone()
+                if row is None:
+                    raise PayloadError(
+                        channel.name(),
+                        f"stored payload {message.ref} no longer exists "
+                        "(deleted after PGPUBSUB_PAYLOAD_RETENTION?)",
+                    )
+                ref = message.ref
+                message = message_decoder.decode(row[0])
+                message.ref = ref
+            return message
+        except (msgspec.DecodeError, msgspec.ValidationError, PayloadError) as exc:
+            logger.error(
+                "pgpubsub: skipped a malformed notification on %s (%s): %s",
+                channel.name(),
+                exc,
+                preview(payload),
+            )
+            return None
+
+    def _broadcast_optimistic(self, batch: list[_Delivery]) -> bool:
+        done: list[tuple[type[BaseChannel], float, float | None]] = []
+        try:
+            with transaction.atomic(using=self.using):
+                for delivery in batch:
+                    started = time.monotonic()
+                    try:
+                        kwargs = self.event_kwargs(delivery.channel, delivery.event)
+                    except Exception as exc:
+                        raise _Rollback from exc
+                    for listener in delivery.listeners:
+                        self._call(listener, kwargs, delivery.context)
+                    done.append((delivery.channel, started, delivery.published))
+        except Exception as exc:
+            self._reraise_if_lost(exc)
+            logger.debug("pgpubsub: a broadcast batch failed; replaying it guarded")
+            return False
+        for channel, started, published in done:
+            self._processed(channel, started, published)
+        return True
+
+    def _broadcast_guarded(self, batch: list[_Delivery]) -> None:
+        for delivery in batch:
+            channel = delivery.channel
+            try:
+                kwargs = self.event_kwargs(channel, delivery.event)
+            except Exception as exc:
+                logger.error(
+                    "pgpubsub: skipped an undeliverable event on %s (%s: %s): %s",
+                    channel.name(),
+                    type(exc).__name__,
+                    exc,
+                    preview(delivery.payload),
+                )
+                for observer in observers():
+                    observer.failed(channel.name(), None)
+                continue
+            started = time.monotonic()
+            for listener in delivery.listeners:
+                try:
+                    with transaction.atomic(using=self.using):
+                        self._call(listener, kwargs, delivery.context)
+                except Exception as exc:
+                    self._reraise_if_lost(exc)
+                    self.failed += 1
+                    logger.exception(
+                        "pgpubsub: listener %s failed on channel %s",
+                        listener.name,
+                        channel.name(),
+                        extra={"channel": channel.name(), "listener": listener.name},
+                    )
+                    for observer in observers():
+                        observer.failed(channel.name(), listener.name)
+            self._processed(channel, started, delivery.published)
+
+    def _cleanup_payloads(self) -> None:
+        now = time.monotonic()
+        if now < self._next_cleanup:
+            return
+        retention = conf.payload_retention()
+        self._next_cleanup = now + min(60.0, retention / 4)
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql.DELETE_EXPIRED_PAYLOADS, [retention])
+
+    # -- durable channels --------------------------------------------------
+
+    def _extra_filter(self) -> Q | None:
+        path = conf.listener_filter()
+        if not path:
+            return None
+        if self._filter_provider is None:
+            self._filter_provider = import_string(path)()
+        return self._filter_provider.get_filter() or Q()
+
+    def _claim(self, channel: type[BaseChannel], after: int) -> list[tuple[int, str, int, Any]]:
+        extra = self._extra_filter()
+        if extra is None:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(sql.CLAIM, [channel.listen_safe_name(), after, self.batch_size])
+                return list(cursor.fetchall())
+        queryset = (
+            Notification.objects.using(self.using)
+            .filter(
+                channel=channel.listen_safe_name(),
+                state=Notification.PENDING,
+                available_at__lte=Now(),
+                id__gt=after,
+            )
+            .filter(extra)
+            .order_by("id")
+            .select_for_update(skip_locked=True)
+            .annotate(payload_text=Cast("payload", TextField()))
+            .values_list("id", "payload_text", "attempts", "created_at")
+        )
+        return list(queryset[: self.batch_size])
+
+    def drain(self, channel: type[BaseChannel], stopping: Callable[[], bool]) -> None:
+        """Process a durable channel's stored notifications until none are due.
+
+        Claims go forward by id (keyset), so each claim reads only fresh index
+        entries however large the backlog; notifications skipped because
+        another worker holds them, or not yet due, are found by the next drain.
+        """
+        max_attempts = channel.effective_max_attempts()
+        after = 0
+        while not stopping():
+            with transaction.atomic(using=self.using):
+                rows = self._claim(channel, after)
+                if not rows:
+                    return
+                for observer in observers():
+                    observer.received(channel.name(), len(rows))
+                if self.optimistic and self._stored_optimistic(channel, rows):
+                    done = [row[0] for row in rows]
+                else:
+                    done = []
+                    for notification_id, payload, attempts, created_at in rows:
+                        error = self._stored_guarded(channel, notification_id, payload, created_at)
+                        if error is None:
+                            done.append(notification_id)
+                        else:
+                            self._record_failure(
+                                channel, notification_id, attempts, max_attempts, error
+                            )
+                if done:
+                    with connections[self.using].cursor() as cursor:
+                        cursor.execute(sql.DELETE_NOTIFICATIONS, [done])
+            after = rows[-1][0]
+            if len(rows) < self.batch_size:
+                return
+
+    def _run_stored(self, channel: type[BaseChannel], payload: str) -> None:
+        """Run the listeners of one stored notification (``_current`` names the one running)."""
+        event = event_decoder.decode(payload)
+        kwargs = self.event_kwargs(channel, event)
+        for listener in self.listeners(channel, event.trigger):
+            self._current = listener.name
+            self._call(listener, kwargs, event.context)
+
+    def _stored_optimistic(self, channel: type[BaseChannel], rows: list[Any]) -> bool:
+        done: list[tuple[float, Any]] = []
+        try:
+            with transaction.atomic(using=self.using):
+                for _id, payload, _attempts, created_at in rows:
+                    started = time.monotonic()
+                    self._run_stored(channel, payload)
+                    done.append((started, created_at))
+        except Exception as exc:
+            self._reraise_if_lost(exc)
+            logger.debug("pgpubsub: a durable batch on %s failed; replaying it", channel.name())
+            return False
+        for started, created_at in done:
+            self._processed(channel, started, created_at.timestamp())
+        return True
+
+    def _stored_guarded(
+        self, channel: type[BaseChannel], notification_id: int, payload: str, created_at: Any
+    ) -> str | None:
+        """Process one stored notification in its own savepoint; return the error, if any."""
+        started = time.monotonic()
+        self._current = None
+        try:
+            with transaction.atomic(using=self.using):
+                self._run_stored(channel, payload)
+        except Exception as exc:
+            self._reraise_if_lost(exc)
+            self.failed += 1
+            current = self._current
+            logger.exception(
+                "pgpubsub: stored notification %d on channel %s failed in %s",
+                notification_id,
+                channel.name(),
+                current or "decoding",
+                extra={
+                    "channel": channel.name(),
+                    "listener": current,
+                    "notification_id": notification_id,
+                },
+            )
+            for observer in observers():
+                observer.failed(channel.name(), current)
+            return traceback.format_exc()
+        self._processed(channel, started, created_at.timestamp())
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "pgpubsub: processed stored notification %d on %s in %.1f ms",
+                notification_id,
+                channel.name(),
+                (time.monotonic() - started) * 1000,
+                extra={
+                    "channel": channel.name(),
+                    "notification_id": notification_id,
+                    "duration": time.monotonic() - started,
+                },
+            )
+        return None
+
+    def _record_failure(
+        self,
+        channel: type[BaseChannel],
+        notification_id: int,
+        attempts: int,
+        max_attempts: int,
+        error: str,
+    ) -> None:
+        delay = retry_delay(attempts + 1)
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(
+                sql.FAIL_NOTIFICATION,
+                {
+                    "id": notification_id,
+                    "error": error,
+                    "max_attempts": max_attempts,
+                    "delay": delay,
+                },
+            )
+            row = cursor.fetchone()
+        if row and row[0] == Notification.DEAD:
+            logger.error(
+                "pgpubsub: stored notification %d on channel %s dead-lettered after %d attempts",
+                notification_id,
+                channel.name(),
+                attempts + 1,
+                extra={"channel": channel.name(), "notification_id": notification_id},
+            )
+            for observer in observers():
+                observer.dead_lettered(channel.name())
+        else:
+            self.next_retry = min(self.next_retry, time.monotonic() + delay)
+            for observer in observers():
+                observer.retried(channel.name())
