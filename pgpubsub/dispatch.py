@@ -24,6 +24,7 @@ import logging
 import math
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -278,56 +279,60 @@ class Dispatcher:
             self._filter_provider = import_string(path)()
         return self._filter_provider.get_filter() or Q()
 
-    def _claim(self, channel: type[BaseChannel], after: int) -> list[tuple[int, str, int, Any]]:
+    def _claim(
+        self, by_name: dict[str, type[BaseChannel]], after: int
+    ) -> list[tuple[int, str, str, int, Any]]:
         extra = self._extra_filter()
+        names = list(by_name)
         if extra is None:
             with connections[self.using].cursor() as cursor:
-                cursor.execute(sql.CLAIM, [channel.listen_safe_name(), after, self.batch_size])
+                cursor.execute(sql.CLAIM, [after, names, self.batch_size])
                 return list(cursor.fetchall())
         queryset = (
             Notification.objects.using(self.using)
             .filter(
-                channel=channel.listen_safe_name(),
+                id__gt=after,
+                channel__in=names,
                 state=Notification.PENDING,
                 available_at__lte=Now(),
-                id__gt=after,
             )
             .filter(extra)
             .order_by("id")
             .select_for_update(skip_locked=True)
             .annotate(payload_text=Cast("payload", TextField()))
-            .values_list("id", "payload_text", "attempts", "created_at")
+            .values_list("id", "channel", "payload_text", "attempts", "created_at")
         )
         return list(queryset[: self.batch_size])
 
-    def drain(self, channel: type[BaseChannel], stopping: Callable[[], bool]) -> None:
-        """Process a durable channel's stored notifications until none are due.
+    def drain(self, channels: list[type[BaseChannel]], stopping: Callable[[], bool]) -> None:
+        """Process the stored notifications of durable channels until none are due.
 
         Claims go forward by id (keyset), so each claim reads only fresh index
         entries however large the backlog; notifications skipped because
         another worker holds them, or not yet due, are found by the next drain.
         """
-        max_attempts = channel.effective_max_attempts()
+        by_name = {channel.listen_safe_name(): channel for channel in channels}
         after = 0
         while not stopping():
             with transaction.atomic(using=self.using):
-                rows = self._claim(channel, after)
+                rows = self._claim(by_name, after)
                 if not rows:
                     return
-                for observer in observers():
-                    observer.received(channel.name(), len(rows))
-                if self.optimistic and self._stored_optimistic(channel, rows):
+                if observers():
+                    for name, count in Counter(row[1] for row in rows).items():
+                        for observer in observers():
+                            observer.received(by_name[name].name(), count)
+                if self.optimistic and self._stored_optimistic(by_name, rows):
                     done = [row[0] for row in rows]
                 else:
                     done = []
-                    for notification_id, payload, attempts, created_at in rows:
+                    for notification_id, name, payload, attempts, created_at in rows:
+                        channel = by_name[name]
                         error = self._stored_guarded(channel, notification_id, payload, created_at)
                         if error is None:
                             done.append(notification_id)
                         else:
-                            self._record_failure(
-                                channel, notification_id, attempts, max_attempts, error
-                            )
+                            self._record_failure(channel, notification_id, attempts, error)
                 if done:
                     with connections[self.using].cursor() as cursor:
                         cursor.execute(sql.DELETE_NOTIFICATIONS, [done])
@@ -343,19 +348,19 @@ class Dispatcher:
             self._current = listener.name
             self._call(listener, kwargs, event.context)
 
-    def _stored_optimistic(self, channel: type[BaseChannel], rows: list[Any]) -> bool:
-        done: list[tuple[float, Any]] = []
+    def _stored_optimistic(self, by_name: dict[str, type[BaseChannel]], rows: list[Any]) -> bool:
+        done: list[tuple[type[BaseChannel], float, Any]] = []
         try:
             with transaction.atomic(using=self.using):
-                for _id, payload, _attempts, created_at in rows:
+                for _id, name, payload, _attempts, created_at in rows:
                     started = time.monotonic()
-                    self._run_stored(channel, payload)
-                    done.append((started, created_at))
+                    self._run_stored(by_name[name], payload)
+                    done.append((by_name[name], started, created_at))
         except Exception as exc:
             self._reraise_if_lost(exc)
-            logger.debug("pgpubsub: a durable batch on %s failed; replaying it", channel.name())
+            logger.debug("pgpubsub: a durable batch failed; replaying it guarded")
             return False
-        for started, created_at in done:
+        for channel, started, created_at in done:
             self._processed(channel, started, created_at.timestamp())
         return True
 
@@ -406,9 +411,9 @@ class Dispatcher:
         channel: type[BaseChannel],
         notification_id: int,
         attempts: int,
-        max_attempts: int,
         error: str,
     ) -> None:
+        max_attempts = channel.effective_max_attempts()
         delay = retry_delay(attempts + 1)
         with connections[self.using].cursor() as cursor:
             cursor.execute(

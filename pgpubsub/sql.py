@@ -38,12 +38,16 @@ DELETE_EXPIRED_PAYLOADS = (
     "DELETE FROM pgpubsub_payload WHERE created_at < now() - make_interval(secs => %s)"
 )
 
-# Claims the next batch of due notifications of one channel, by id after a
-# keyset position, through the partial index on pending rows.
+# Claims the next batch of due notifications of a worker's channels, walking
+# the primary key forward from a keyset position. No secondary index serves
+# it on purpose: an index on pending rows would be maintained by every
+# writer's trigger, which is the hot path; the primary key is enough because
+# the rows a claim skips (other channels, dead letters, retries not yet due)
+# are few next to the rows it takes.
 CLAIM = """
-SELECT id, payload::text, attempts, created_at
+SELECT id, channel, payload::text, attempts, created_at
 FROM pgpubsub_notification
-WHERE channel = %s AND state = 'pending' AND available_at <= now() AND id > %s
+WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND available_at <= now()
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED

@@ -241,8 +241,8 @@ class Worker:
                 broadcast.append((channel, notify.payload))
         if broadcast:
             self.dispatcher.broadcast(broadcast)
-        for channel in durable:
-            self.dispatcher.drain(channel, self._stopping)
+        if durable:
+            self.dispatcher.drain(durable, self._stopping)
 
     def _stopping(self) -> bool:
         return self.stopping
@@ -250,7 +250,4 @@ class Worker:
     def _sweep(self) -> None:
         self._next_sweep = time.monotonic() + self.poll_interval
         self.dispatcher.next_retry = math.inf
-        for channel in self.durable:
-            if self.stopping:
-                return
-            self.dispatcher.drain(channel, self._stopping)
+        self.dispatcher.drain(self.durable, self._stopping)

@@ -117,10 +117,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='notification',
-            index=models.Index(condition=models.Q(('state', 'pending')), fields=['channel', 'id'], name='pgpubsub_pending_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='notification',
             index=models.Index(condition=models.Q(('state', 'dead')), fields=['channel', 'id'], name='pgpubsub_dead_idx'),
         ),
         migrations.AlterModelTable(
