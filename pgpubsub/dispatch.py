@@ -2,16 +2,19 @@
 
 Both paths run a batch of events in one transaction on the Django connection.
 
-Optimistic batches (the default, ``PGPUBSUB_OPTIMISTIC_BATCHES = True``): the
-batch runs under a single savepoint. When every listener succeeds, which is
-the common case, that costs two statements per batch instead of two per
-listener call. When a listener raises, the batch is rolled back to that
-savepoint and replayed in guarded mode, so a failure still undoes only the
-failing listener's (broadcast) or notification's (durable) own database
-work. The price: listener calls that ran before the failure in the same
-batch run again in the replay. Their database effects happen once (the
-first run was rolled back); effects outside the database, such as an email,
-can happen twice.
+Optimistic batches (the default, ``PGPUBSUB_OPTIMISTIC_BATCHES = True``): a
+broadcast batch runs under a single savepoint; a durable batch is claimed
+and deleted by one statement and its listeners run with no savepoint at
+all. When every listener succeeds, which is the common case, that costs a
+couple of statements per batch instead of two per listener call. When a
+listener raises, the broadcast batch is rolled back to its savepoint, and
+the durable claim transaction is rolled back whole (its rows return
+untouched and are claimed again), and the batch is replayed in guarded
+mode, so a failure still undoes only the failing listener's (broadcast) or
+notification's (durable) own database work. The price: listener calls that
+ran before the failure in the same batch run again in the replay. Their
+database effects happen once (the first run was rolled back); effects
+outside the database, such as an email, can happen twice.
 
 Guarded mode (``PGPUBSUB_OPTIMISTIC_BATCHES = False``, and every replay):
 each broadcast listener call runs in its own savepoint, each stored
@@ -313,32 +316,69 @@ class Dispatcher:
         """
         by_name = {channel.listen_safe_name(): channel for channel in channels}
         after = 0
+        guarded = not self.optimistic
         while not stopping():
-            with transaction.atomic(using=self.using):
-                rows = self._claim(by_name, after)
-                if not rows:
-                    return
-                if observers():
-                    for name, count in Counter(row[1] for row in rows).items():
-                        for observer in observers():
-                            observer.received(by_name[name].name(), count)
-                if self.optimistic and self._stored_optimistic(by_name, rows):
-                    done = [row[0] for row in rows]
-                else:
-                    done = []
-                    for notification_id, name, payload, attempts, created_at in rows:
-                        channel = by_name[name]
-                        error = self._stored_guarded(channel, notification_id, payload, created_at)
-                        if error is None:
-                            done.append(notification_id)
-                        else:
-                            self._record_failure(channel, notification_id, attempts, error)
-                if done:
-                    with connections[self.using].cursor() as cursor:
-                        cursor.execute(sql.DELETE_NOTIFICATIONS, [done])
+            if guarded or self._extra_filter() is not None:
+                rows = self._drain_guarded(by_name, after)
+                guarded = not self.optimistic
+            else:
+                try:
+                    rows = self._drain_optimistic(by_name, after)
+                except _Rollback:
+                    logger.debug("pgpubsub: a durable batch failed; replaying it guarded")
+                    guarded = True
+                    continue
+            if not rows:
+                return
             after = rows[-1][0]
             if len(rows) < self.batch_size:
                 return
+
+    def _drain_optimistic(self, by_name: dict[str, type[BaseChannel]], after: int) -> list[Any]:
+        """Claim, delete and process a batch in one transaction with no savepoint."""
+        done: list[tuple[type[BaseChannel], float, Any]] = []
+        with transaction.atomic(using=self.using):
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(sql.CLAIM_AND_DELETE, [after, list(by_name), self.batch_size])
+                rows = sorted(cursor.fetchall())
+            try:
+                for _id, name, payload, _attempts, created_at in rows:
+                    started = time.monotonic()
+                    self._run_stored(by_name[name], payload)
+                    done.append((by_name[name], started, created_at))
+            except Exception as exc:
+                self._reraise_if_lost(exc)
+                raise _Rollback from exc
+        # Counted once the batch is done: a failed batch is counted by its replay.
+        self._report_received(by_name, rows)
+        for channel, started, created_at in done:
+            self._processed(channel, started, created_at.timestamp())
+        return rows
+
+    def _drain_guarded(self, by_name: dict[str, type[BaseChannel]], after: int) -> list[Any]:
+        """Claim a batch and process each notification in its own savepoint."""
+        with transaction.atomic(using=self.using):
+            rows = self._claim(by_name, after)
+            self._report_received(by_name, rows)
+            done = []
+            for notification_id, name, payload, attempts, created_at in rows:
+                channel = by_name[name]
+                error = self._stored_guarded(channel, notification_id, payload, created_at)
+                if error is None:
+                    done.append(notification_id)
+                else:
+                    self._record_failure(channel, notification_id, attempts, error)
+            if done:
+                with connections[self.using].cursor() as cursor:
+                    cursor.execute(sql.DELETE_NOTIFICATIONS, [done])
+        return rows
+
+    @staticmethod
+    def _report_received(by_name: dict[str, type[BaseChannel]], rows: list[Any]) -> None:
+        if rows and observers():
+            for name, count in Counter(row[1] for row in rows).items():
+                for observer in observers():
+                    observer.received(by_name[name].name(), count)
 
     def _run_stored(self, channel: type[BaseChannel], payload: str) -> None:
         """Run the listeners of one stored notification (``_current`` names the one running)."""
@@ -347,22 +387,6 @@ class Dispatcher:
         for listener in self.listeners(channel, event.trigger):
             self._current = listener.name
             self._call(listener, kwargs, event.context)
-
-    def _stored_optimistic(self, by_name: dict[str, type[BaseChannel]], rows: list[Any]) -> bool:
-        done: list[tuple[type[BaseChannel], float, Any]] = []
-        try:
-            with transaction.atomic(using=self.using):
-                for _id, name, payload, _attempts, created_at in rows:
-                    started = time.monotonic()
-                    self._run_stored(by_name[name], payload)
-                    done.append((by_name[name], started, created_at))
-        except Exception as exc:
-            self._reraise_if_lost(exc)
-            logger.debug("pgpubsub: a durable batch failed; replaying it guarded")
-            return False
-        for channel, started, created_at in done:
-            self._processed(channel, started, created_at.timestamp())
-        return True
 
     def _stored_guarded(
         self, channel: type[BaseChannel], notification_id: int, payload: str, created_at: Any

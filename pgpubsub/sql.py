@@ -53,6 +53,23 @@ LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
 
+# The optimistic claim: take and delete the next batch in one statement. The
+# listeners then run in the same transaction; if one raises, the whole
+# transaction rolls back (the rows come back untouched) and the batch is
+# claimed again with CLAIM and processed one savepoint per notification.
+CLAIM_AND_DELETE = """
+DELETE FROM pgpubsub_notification
+WHERE id IN (
+    SELECT id
+    FROM pgpubsub_notification
+    WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND available_at <= now()
+    ORDER BY id
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, channel, payload::text, attempts, created_at
+"""
+
 DELETE_NOTIFICATIONS = "DELETE FROM pgpubsub_notification WHERE id = ANY(%s)"
 
 # Fails a notification: back off, or dead-letter once the attempts are spent.
