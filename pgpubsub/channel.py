@@ -193,15 +193,25 @@ def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
     to a :class:`Channel` or :class:`TriggerChannel` subclass.
     """
     if isinstance(channel, str):
-        located = pydoc.locate(channel)
+        # notify("app.channels.X", ...) is a hot path: resolve each path once.
+        located = _located.get(channel)
         if located is None:
-            raise ChannelNotFound(channel, "no such module attribute")
-    else:
-        located = channel
+            located = _check_channel(pydoc.locate(channel), channel)
+            _located[channel] = located
+        return located
+    return _check_channel(channel, channel)
+
+
+_located: dict[str, type[BaseChannel]] = {}
+
+
+def _check_channel(located: object, given: object) -> type[BaseChannel]:
+    if located is None:
+        raise ChannelNotFound(given, "no such module attribute")
     if not (isinstance(located, type) and issubclass(located, BaseChannel)):
-        raise ChannelNotFound(channel, "not a Channel or TriggerChannel subclass")
+        raise ChannelNotFound(given, "not a Channel or TriggerChannel subclass")
     if located in (BaseChannel, Channel, TriggerChannel):
-        raise ChannelNotFound(channel, "declare a subclass; the base classes are not channels")
+        raise ChannelNotFound(given, "declare a subclass; the base classes are not channels")
     return located
 
 
