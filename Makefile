@@ -66,8 +66,9 @@ check: lint typecheck docs ## All quality gates: lint, typecheck, docs
 bench: $(STAMP) ## Run the benchmarks (bench/run.py), if present
 	@$(BIN)/python -c 'import matplotlib, rich' 2>/dev/null || \
 		$(BIN)/python -m pip install -e '.[bench]'
-	@# Its own embedded server, so that tests bouncing theirs cannot cut a run short.
-	PGPUBSUB_PGDATA="$${PGPUBSUB_PGDATA:-$(CURDIR)/bench/.work/pgdata}" \
+	@# Its own embedded server, so that tests bouncing theirs cannot cut a run short,
+	@# with PostgreSQL's default durability (fsync on), as in production.
+	PGPUBSUB_PG_DURABLE=1 PGPUBSUB_PGDATA="$${PGPUBSUB_PGDATA:-$(CURDIR)/bench/.work/pgdata}" \
 		$(PGSERVER) run -- $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 db-start: $(STAMP) ## Start the embedded PostgreSQL and print its URL

