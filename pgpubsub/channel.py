@@ -218,10 +218,18 @@ def _check_channel(located: object, given: object) -> type[BaseChannel]:
 def _index_channel(channel: type[BaseChannel]) -> None:
     db_name = channel.listen_safe_name()
     known = _channels_by_db_name.get(db_name)
-    if known is not None and known is not channel and known.name() != channel.name():
+    # The same class re-imported (autoreload, tests) has the same module and
+    # qualified name; anything else with this database name is a collision,
+    # including two nested classes of one name in one module.
+    if (
+        known is not None
+        and known is not channel
+        and (known.__module__, known.__qualname__) != (channel.__module__, channel.__qualname__)
+    ):
         raise ChannelDefinitionError(
             channel.name(),
-            f"its database name {db_name!r} collides with {known.name()}; rename one of them",
+            f"its database name {db_name!r} collides with {known.__module__}."
+            f"{known.__qualname__}; rename one of them",
         )
     _channels_by_db_name[db_name] = channel
 
@@ -276,7 +284,8 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
 
     Trigger notifications and :func:`pgpubsub.notify` calls made afterwards
     carry the dict; listeners receive it as ``context`` when they declare that
-    parameter (or always, with ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS = True``).
+    parameter (and, with ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS = True``, every
+    trigger listener and every app-level listener taking ``**kwargs``).
 
     By default (``PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = True``) the context
     ends with the transaction and must be set inside ``transaction.atomic()``.

@@ -40,9 +40,10 @@ def _positive_int(name: str, default: int) -> int:
 def pass_context_to_listeners() -> bool:
     """``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS`` (default ``False``).
 
-    When true every listener receives the notification context as a
-    ``context`` keyword argument. Listeners that declare a ``context``
-    parameter receive it either way.
+    When true every trigger listener (as in django-pgpubsub 1.3.1) and every
+    app-level listener that takes ``**kwargs`` receives the notification
+    context as a ``context`` keyword argument. Listeners that declare a
+    ``context`` parameter receive it either way.
     """
     return bool(_get("PGPUBSUB_PASS_CONTEXT_TO_LISTENERS", False))
 

@@ -148,14 +148,44 @@ class Dispatcher:
             listener.callback(**kwargs)
 
     def _processed(
-        self, channel: type[BaseChannel], started: float, published: float | None
+        self,
+        channel: type[BaseChannel],
+        duration: float,
+        published: float | None,
+        notification_id: int | None = None,
     ) -> None:
+        """Account for one event handled by all its listeners in ``duration`` seconds."""
         self.processed += 1
         if observers():
-            duration = time.monotonic() - started
             latency = time.time() - published if published is not None else None
             for observer in observers():
                 observer.processed(channel.name(), duration, latency)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "pgpubsub: processed %s on %s in %.1f ms",
+                "an event" if notification_id is None else f"stored notification {notification_id}",
+                channel.name(),
+                duration * 1000,
+                extra={
+                    "channel": channel.name(),
+                    "notification_id": notification_id,
+                    "duration": duration,
+                },
+            )
+
+    def _check_transaction(self) -> None:
+        """Raise if a listener left the transaction aborted.
+
+        A listener that catches a database error without its own
+        ``transaction.atomic()`` leaves the transaction unusable; committing
+        it would silently roll everything back, so this batch must fail.
+        """
+        conn = connections[self.using].connection
+        if (
+            conn is not None
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        ):
+            raise PayloadError("<batch>", "a listener left the transaction aborted")
 
     # -- broadcast ---------------------------------------------------------
 
@@ -220,13 +250,14 @@ class Dispatcher:
                         raise _Rollback from exc
                     for listener in delivery.listeners:
                         self._call(listener, kwargs, delivery.context)
-                    done.append((delivery.channel, started, delivery.published))
+                    done.append((delivery.channel, time.monotonic() - started, delivery.published))
+                self._check_transaction()
         except Exception as exc:
             self._reraise_if_lost(exc)
             logger.debug("pgpubsub: a broadcast batch failed; replaying it guarded")
             return False
-        for channel, started, published in done:
-            self._processed(channel, started, published)
+        for channel, duration, published in done:
+            self._processed(channel, duration, published)
         return True
 
     def _broadcast_guarded(self, batch: list[_Delivery]) -> None:
@@ -261,7 +292,7 @@ class Dispatcher:
                     )
                     for observer in observers():
                         observer.failed(channel.name(), listener.name)
-            self._processed(channel, started, delivery.published)
+            self._processed(channel, time.monotonic() - started, delivery.published)
 
     def _cleanup_payloads(self) -> None:
         now = time.monotonic()
@@ -336,23 +367,25 @@ class Dispatcher:
 
     def _drain_optimistic(self, by_name: dict[str, type[BaseChannel]], after: int) -> list[Any]:
         """Claim, delete and process a batch in one transaction with no savepoint."""
-        done: list[tuple[type[BaseChannel], float, Any]] = []
+        done: list[tuple[type[BaseChannel], float, Any, int]] = []
         with transaction.atomic(using=self.using):
             with connections[self.using].cursor() as cursor:
                 cursor.execute(sql.CLAIM_AND_DELETE, [after, list(by_name), self.batch_size])
                 rows = sorted(cursor.fetchall())
             try:
-                for _id, name, payload, _attempts, created_at in rows:
+                for notification_id, name, payload, _attempts, created_at in rows:
                     started = time.monotonic()
                     self._run_stored(by_name[name], payload)
-                    done.append((by_name[name], started, created_at))
+                    duration = time.monotonic() - started
+                    done.append((by_name[name], duration, created_at, notification_id))
+                self._check_transaction()
             except Exception as exc:
                 self._reraise_if_lost(exc)
                 raise _Rollback from exc
         # Counted once the batch is done: a failed batch is counted by its replay.
         self._report_received(by_name, rows)
-        for channel, started, created_at in done:
-            self._processed(channel, started, created_at.timestamp())
+        for channel, duration, created_at, notification_id in done:
+            self._processed(channel, duration, created_at.timestamp(), notification_id)
         return rows
 
     def _drain_guarded(self, by_name: dict[str, type[BaseChannel]], after: int) -> list[Any]:
@@ -415,19 +448,9 @@ class Dispatcher:
             for observer in observers():
                 observer.failed(channel.name(), current)
             return traceback.format_exc()
-        self._processed(channel, started, created_at.timestamp())
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "pgpubsub: processed stored notification %d on %s in %.1f ms",
-                notification_id,
-                channel.name(),
-                (time.monotonic() - started) * 1000,
-                extra={
-                    "channel": channel.name(),
-                    "notification_id": notification_id,
-                    "duration": time.monotonic() - started,
-                },
-            )
+        self._processed(
+            channel, time.monotonic() - started, created_at.timestamp(), notification_id
+        )
         return None
 
     def _record_failure(

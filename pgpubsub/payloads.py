@@ -7,7 +7,8 @@ tuple, set, frozenset, dict, nested dataclasses) round-trips exactly.
 Django model instances travel as their primary key and are fetched again
 on delivery.
 
-Trigger payloads carry rows as PostgreSQL's ``to_jsonb(row)`` renders them;
+Trigger payloads carry rows as PostgreSQL's ``to_json(row)`` (broadcast) or
+``to_jsonb(row)`` (durable) renders them;
 :class:`RowDecoder` rebuilds model instances from them with Django's own
 field conversion, keyed by database column so ``db_column`` works and so
 rows written before or after a schema change still deliver.
@@ -426,7 +427,7 @@ def _converter(field: models.Field) -> Converter:
 
 
 class RowDecoder:
-    """Rebuilds model instances of one model from ``to_jsonb(row)`` objects."""
+    """Rebuilds model instances of one model from ``to_json(row)`` objects."""
 
     def __init__(self, model: type[models.Model], channel_name: str) -> None:
         self.model = model

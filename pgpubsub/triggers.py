@@ -1,16 +1,21 @@
 """Database triggers that publish row changes on a :class:`TriggerChannel`.
 
 The triggers are django-pgtrigger triggers, so ``makemigrations`` writes them
-into the app's migrations and ``migrate`` installs them. Their bodies are
-thin: they build the event rows and call ``pgpubsub_publish_v1()``, which
-pgpubsub's own migration installs (see ``migrations_templates/``).
+into the app's migrations and ``migrate`` installs them. pgpubsub's own
+migration installs the shared SQL they use (see ``migrations_templates/``).
 
 Listener decorators create one trigger per (channel, timing, operation):
 
 * AFTER triggers are statement-level with transition tables, so a bulk write
-  costs one function call and one NOTIFY per statement, not per row;
+  costs one NOTIFY per statement, not per row. A broadcast channel's trigger
+  builds the statement's events as JSON text with ``json_agg(to_json(row))``
+  and hands them to ``pgpubsub_publish_v1()``; a durable channel's trigger
+  inserts one outbox row per changed row with a single set-based INSERT
+  (a transition table cannot be passed to a function) and sends one empty
+  wake-up NOTIFY;
 * BEFORE triggers are row-level (PostgreSQL offers transition tables only to
-  AFTER triggers) and never alter or cancel the row operation.
+  AFTER triggers), call ``pgpubsub_publish_v1()`` for their row, and never
+  alter or cancel the row operation.
 
 :class:`Notify` and :class:`LockableNotify` are row-level triggers for use
 with :func:`pgpubsub.trigger_listener`, where a custom condition is wanted.

@@ -4,19 +4,13 @@ One worker process holds its own autocommit psycopg connection on which it
 LISTENs, separate from the Django connection its listeners use. It waits on
 that connection's socket (and a self-pipe for signals), so an idle worker
 sends no queries and uses no CPU; a worker serving durable channels also
-wakes every ``PGPUBSUB_POLL_INTERVAL`` seconds to look for stored
-notifications it was not woken for.
+wakes every ``PGPUBSUB_POLL_INTERVAL`` seconds, and when a retry falls due,
+to look for stored notifications it was not woken for.
 
-Delivery:
-
-* broadcast channels: the notifications received together are dispatched in
-  one transaction on the Django connection, each listener call in its own
-  savepoint, so a failing listener rolls back only its own work;
-* durable channels: stored notifications are claimed in batches with
-  ``FOR UPDATE SKIP LOCKED``; each notification's listeners run in one
-  savepoint, and the notification is deleted (or its failure recorded) in
-  the claim transaction, so the listeners' database effects commit exactly
-  once together with the notification's completion.
+Delivery itself is :mod:`pgpubsub.dispatch`'s: broadcast notifications
+received together are run as one batch in one transaction; durable ones are
+claimed from the outbox in batches, and the listeners' database effects
+commit exactly once together with the notification's removal.
 
 On any connection loss the worker reconnects with backoff, LISTENs again and
 catches up on stored notifications. SIGTERM and SIGINT make it finish the

@@ -199,6 +199,15 @@ def post_inserted(old, new):
 def ticket_created(old, new):
     if new.code.startswith("bad"):
         raise ValueError(f"ticket {new.code} is bad")
+    if new.code.startswith("swallow"):
+        # Catching a database error without a savepoint of one's own leaves
+        # the transaction aborted: the worker must count it as a failure,
+        # not commit (which PostgreSQL would silently turn into a rollback).
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 / 0")
+        except Exception:
+            pass
     Delivery.objects.create(listener="ticket_created", key=new.code)
 
 

@@ -6,11 +6,13 @@ per notification), never on logs.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Count
 
@@ -145,7 +147,9 @@ def test_always_failing_is_dead_lettered_then_retried_after_the_fix(start_worker
     assert broken.stop() == 0
 
     start_worker()  # the fixed deployment
-    assert outbox.retry_dead_letters([OrderChannel]) == 5
+    out = io.StringIO()
+    call_command("pgpubsub", "deadletters", "retry", "--channel", OrderChannel.name(), stdout=out)
+    assert "Retried 5 dead letter(s)." in out.getvalue()
     wait_for(lambda: processed() == 10, what="the retried dead letters")
     assert set(
         Delivery.objects.filter(key__startswith="broken").values_list("key", flat=True)

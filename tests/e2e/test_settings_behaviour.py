@@ -30,6 +30,20 @@ def test_per_channel_max_attempts_and_model_given_as_label(start_worker):
     assert "dead-lettered after 1 attempts" in worker.output
 
 
+@pytest.mark.parametrize("optimistic", ["1", "0"])
+def test_a_listener_that_swallows_a_database_error_fails_its_notification(start_worker, optimistic):
+    start_worker(extra_env={"PGPUBSUB_TEST_OPTIMISTIC": optimistic})
+    Ticket.objects.create(code="swallow-1")
+    Ticket.objects.create(code="good-2")
+    [dead] = wait_for(
+        lambda: list(Notification.from_channel(TicketChannel).filter(state="dead")),
+        what="the notification whose listener swallowed an error to be dead-lettered",
+    )
+    assert "InFailedSqlTransaction" in dead.last_error or "aborted" in dead.last_error
+    wait_for(lambda: Delivery.objects.filter(listener="ticket_created", key="good-2").exists())
+    assert not Delivery.objects.filter(key="swallow-1").exists()
+
+
 def test_database_errors_in_a_listener_are_its_failures_not_lost_connections(start_worker):
     worker = start_worker()
     Order.objects.create(reference="timeout-1")

@@ -159,3 +159,19 @@ def test_nested_channel_names_match_django_pgpubsub():
             value: int
 
     assert Outer.Inner.name() == f"{__name__}.Inner"
+
+
+def test_nested_channels_of_one_name_in_one_module_collide():
+    class First:
+        @dataclasses.dataclass
+        class Clash(pgpubsub.Channel):
+            value: int
+
+    class Second:
+        @dataclasses.dataclass
+        class Clash(pgpubsub.Channel):
+            value: int
+
+    pgpubsub.listener(First.Clash)(lambda value: None)
+    with pytest.raises(ChannelDefinitionError, match="collides"):
+        pgpubsub.listener(Second.Clash)(lambda value: None)
