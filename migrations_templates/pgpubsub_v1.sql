@@ -6,13 +6,12 @@
 -- releases keep calling v1.
 
 -- Server-side defaults, so that rows written by triggers need only name the
--- channel and the payload.
+-- channel and the payload. available_at and last_error stay NULL until a
+-- notification fails: every column filled in costs every writer.
 ALTER TABLE pgpubsub_notification
     ALTER COLUMN created_at SET DEFAULT now(),
-    ALTER COLUMN available_at SET DEFAULT now(),
     ALTER COLUMN attempts SET DEFAULT 0,
-    ALTER COLUMN state SET DEFAULT 'pending',
-    ALTER COLUMN last_error SET DEFAULT '';
+    ALTER COLUMN state SET DEFAULT 'pending';
 ALTER TABLE pgpubsub_payload ALTER COLUMN created_at SET DEFAULT now();
 
 -- Makes every broadcast message unique: PostgreSQL silently merges identical

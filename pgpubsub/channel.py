@@ -42,6 +42,9 @@ class Listener:
     wants_context: bool
     #: Whether the callback takes ``**kwargs``.
     takes_kwargs: bool = False
+    #: The keys by which events name those triggers (see
+    #: :func:`pgpubsub.triggers.trigger_key`); ``None`` with ``triggers``.
+    keys: frozenset[str] | None = None
 
     @property
     def name(self) -> str:
@@ -49,7 +52,10 @@ class Listener:
         return f"{self.callback.__module__}.{self.callback.__qualname__}"
 
     def serves(self, trigger: str | None) -> bool:
-        return self.triggers is None or trigger is None or trigger in self.triggers
+        """Whether an event from ``trigger`` (its key; ``None``: unknown) goes to this listener."""
+        if self.keys is None or trigger is None:
+            return True
+        return trigger in self.keys
 
 
 #: channel class -> listeners registered on it, in registration order.
@@ -243,6 +249,7 @@ def register_listener(
     callback: Callable[..., Any],
     *,
     triggers: frozenset[str] | None,
+    keys: frozenset[str] | None = None,
 ) -> Listener:
     """Add a listener to the registry (idempotent for the same callback and triggers)."""
     if not callable(callback):
@@ -261,6 +268,7 @@ def register_listener(
         triggers=triggers,
         wants_context="context" in parameters,
         takes_kwargs=any(p.kind is p.VAR_KEYWORD for p in parameters.values()),
+        keys=keys,
     )
     listeners = registry.setdefault(channel, [])
     for index, known in enumerate(listeners):

@@ -325,10 +325,10 @@ class Dispatcher:
         queryset = (
             Notification.objects.using(self.using)
             .filter(
+                Q(available_at__isnull=True) | Q(available_at__lte=Now()),
                 id__gt=after,
                 channel__in=names,
                 state=Notification.PENDING,
-                available_at__lte=Now(),
             )
             .filter(extra)
             .order_by("id")

@@ -23,7 +23,7 @@ from .channel import (
     register_listener,
 )
 from .exceptions import ListenerRegistrationError
-from .triggers import ChannelTrigger, Notify
+from .triggers import DECORATOR_KEYS, ChannelTrigger, Notify, trigger_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 ChannelRef = type[BaseChannel] | str
@@ -81,9 +81,10 @@ def _operation_listener(
     model: Any = channel_cls.get_model()
     triggers = [_channel_trigger(channel_cls, when, op) for op in operations]
     pgids = frozenset(trigger.get_pgid(model) for trigger in triggers)
+    keys = frozenset(trigger_key(trigger) for trigger in triggers)
 
     def decorate(callback: F) -> F:
-        register_listener(channel_cls, callback, triggers=pgids)
+        register_listener(channel_cls, callback, triggers=pgids, keys=keys)
         return callback
 
     return decorate
@@ -147,6 +148,11 @@ def trigger_listener(channel: ChannelRef, trigger: pgtrigger.Trigger) -> Callabl
             f"trigger_listener({channel_cls.name()}, ...) needs a pgtrigger.Trigger, "
             f"got {trigger!r}"
         )
+    if trigger.name in DECORATOR_KEYS:
+        raise ListenerRegistrationError(
+            f"trigger_listener({channel_cls.name()}, ...): the trigger name {trigger.name!r} is "
+            "reserved for the triggers of the listener decorators; choose another name"
+        )
     if isinstance(trigger, Notify):
         trigger.bind(channel_cls)
     already = any(
@@ -158,7 +164,12 @@ def trigger_listener(channel: ChannelRef, trigger: pgtrigger.Trigger) -> Callabl
     pgid = trigger.get_pgid(model)
 
     def decorate(callback: F) -> F:
-        register_listener(channel_cls, callback, triggers=frozenset({pgid}))
+        register_listener(
+            channel_cls,
+            callback,
+            triggers=frozenset({pgid}),
+            keys=frozenset({trigger_key(trigger)}),
+        )
         return callback
 
     return decorate

@@ -32,26 +32,21 @@ class Notification(models.Model):
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
     #: How many times processing was attempted and failed.
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.IntegerField(default=0)
     #: ``pending`` (to be processed) or ``dead`` (dead letter, kept for inspection).
     state = models.CharField(max_length=16, choices=STATES, default=PENDING)
-    #: When a pending notification may next be tried.
-    available_at = models.DateTimeField(default=timezone.now)
-    #: The last failure's exception and traceback.
-    last_error = models.TextField(blank=True, default="")
+    #: When a pending notification that failed may next be tried (``None``: now).
+    available_at = models.DateTimeField(null=True, blank=True)
+    #: The last failure's exception and traceback (``None`` until one fails).
+    last_error = models.TextField(null=True, blank=True)
 
     class Meta:
         db_table = "pgpubsub_notification"
         ordering = ["id"]
-        # Claims walk the primary key (see pgpubsub.sql.CLAIM); an index on
-        # pending rows would slow every write that publishes a notification.
-        indexes = [
-            models.Index(
-                fields=["channel", "id"],
-                condition=models.Q(state="dead"),
-                name="pgpubsub_dead_idx",
-            ),
-        ]
+        # No secondary index: every durable trigger writes rows here, and each
+        # index (or CHECK, or column default) makes every write slower. Claims
+        # walk the primary key (see pgpubsub.sql.CLAIM); the bookkeeping
+        # columns stay NULL until a notification fails.
 
     def __str__(self) -> str:
         return f"Notification {self.pk} on {self.channel} ({self.state})"

@@ -47,7 +47,8 @@ DELETE_EXPIRED_PAYLOADS = (
 CLAIM = """
 SELECT id, channel, payload::text, attempts, created_at
 FROM pgpubsub_notification
-WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND available_at <= now()
+WHERE id > %s AND channel = ANY(%s) AND state = 'pending'
+      AND (available_at IS NULL OR available_at <= now())
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
@@ -62,7 +63,8 @@ DELETE FROM pgpubsub_notification
 WHERE id IN (
     SELECT id
     FROM pgpubsub_notification
-    WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND available_at <= now()
+    WHERE id > %s AND channel = ANY(%s) AND state = 'pending'
+      AND (available_at IS NULL OR available_at <= now())
     ORDER BY id
     LIMIT %s
     FOR UPDATE SKIP LOCKED

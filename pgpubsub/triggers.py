@@ -40,12 +40,12 @@ def _literal(value: str | bool) -> str:
     return sql.Literal(value).as_string(None)
 
 
-def _publish_call(channel_name: str, durable: bool, events_sql: str) -> str:
+def _publish_call(channel_name: str, durable: bool, key: str, events_sql: str) -> str:
     return (
         "PERFORM pgpubsub_publish_v1(\n"
         f"        {_literal(channel_name)},\n"
         f"        {_literal(durable)},\n"
-        "        TG_NAME,\n"
+        f"        {_literal(key)},\n"
         "        TG_OP,\n"
         f"        {events_sql}\n"
         "    );\n"
@@ -73,26 +73,38 @@ _STATEMENT_ROWS = {
 }
 
 
-def _broadcast_statement_body(channel_name: str, op: str) -> str:
+def _broadcast_statement_body(channel_name: str, key: str, op: str) -> str:
     # One NOTIFY per statement, its events built as JSON text (no jsonb
     # round trip) and handed to the shared function.
     event, source = _STATEMENT_ROWS[op]
     events = f"(SELECT json_agg({event.format(fn='json')}) {source})"
-    return _publish_call(channel_name, False, events) + "    RETURN NULL;"
+    return _publish_call(channel_name, False, key, events) + "    RETURN NULL;"
 
 
-def _durable_statement_body(channel_name: str, op: str) -> str:
+def _durable_statement_body(channel_name: str, key: str, op: str) -> str:
     # One set-based INSERT into the outbox per statement. A transition table
     # cannot be handed to a function, so this one statement lives here
-    # rather than in pgpubsub_publish_v1().
+    # rather than in pgpubsub_publish_v1(). Each stored event is built by a
+    # single jsonb_build_object: every per-row operation costs every writer.
     event, source = _STATEMENT_ROWS[op]
+    fields = event.format(fn="jsonb").removeprefix("jsonb_build_object(").removesuffix(")")
+    header = f"'trigger', {_literal(key)}, 'op', TG_OP"
+
+    def insert(extra: str) -> str:
+        return (
+            "INSERT INTO pgpubsub_notification (channel, payload)\n"
+            f"        SELECT {_literal(channel_name)},"
+            f" jsonb_build_object({header}, {fields}{extra})\n"
+            f"        {source};\n"
+        )
+
+    with_context = insert(", 'context', pgpubsub_context")
     return (
-        "INSERT INTO pgpubsub_notification (channel, payload)\n"
-        f"    SELECT {_literal(channel_name)},\n"
-        "        jsonb_build_object('trigger', TG_NAME, 'op', TG_OP)\n"
-        f"            || {event.format(fn='jsonb')}\n"
-        "            || pgpubsub_context\n"
-        f"    {source};\n"
+        "IF pgpubsub_context IS NULL THEN\n"
+        f"        {insert('')}"
+        "    ELSE\n"
+        f"        {with_context}"
+        "    END IF;\n"
         "    IF FOUND THEN\n"
         f"        PERFORM pg_notify({_literal(channel_name)}, '');\n"
         "    END IF;\n"
@@ -129,7 +141,9 @@ class Notify(pgtrigger.Trigger):
 
     def get_func(self, model: models.Model) -> str:
         name = self.channel.listen_safe_name() if self.channel else str(self.name)
-        return _publish_call(name, self._durable(), _ROW_EVENTS) + f"    {_RETURN_ROW}"
+        return _publish_call(name, self._durable(), trigger_key(self), _ROW_EVENTS) + (
+            f"    {_RETURN_ROW}"
+        )
 
 
 class LockableNotify(Notify):
@@ -172,18 +186,43 @@ class ChannelTrigger(pgtrigger.Trigger):
 
     def get_declare(self, model: models.Model) -> list[tuple[str, str]]:
         if self._timing == "AFTER" and self.channel.lock_notifications:
-            return [("pgpubsub_context", "jsonb := pgpubsub_context_v1()")]
+            return [
+                (
+                    "pgpubsub_context",
+                    "jsonb := NULLIF(current_setting('pgpubsub.notification_context', true),"
+                    " '')::jsonb",
+                )
+            ]
         return []
 
     def get_func(self, model: models.Model) -> str:
         name = self.channel.listen_safe_name()
+        key = trigger_key(self)
         if self._timing == "AFTER":
             if self.channel.lock_notifications:
-                return _durable_statement_body(name, self._op)
-            return _broadcast_statement_body(name, self._op)
-        return _publish_call(name, bool(self.channel.lock_notifications), _ROW_EVENTS) + (
-            f"    {_RETURN_ROW}"
-        )
+                return _durable_statement_body(name, key, self._op)
+            return _broadcast_statement_body(name, key, self._op)
+        durable = bool(self.channel.lock_notifications)
+        return _publish_call(name, durable, key, _ROW_EVENTS) + f"    {_RETURN_ROW}"
+
+
+#: Keys of the triggers listener decorators install, as carried in events.
+DECORATOR_KEYS = frozenset(
+    f"{timing}_{op}" for timing in ("before", "after") for op in ("insert", "update", "delete")
+)
+
+
+def trigger_key(trigger: pgtrigger.Trigger) -> str:
+    """The short key by which a trigger's events name it (``"trigger"`` in payloads).
+
+    ``after_insert`` and the like for the triggers listener decorators
+    install (the channel is known from the notification), the trigger's own
+    name for a custom trigger. Shorter than the PostgreSQL trigger name, it
+    keeps every stored row small.
+    """
+    if isinstance(trigger, ChannelTrigger):
+        return f"{trigger._timing}_{trigger._op}".lower()
+    return str(trigger.name)
 
 
 def trigger_name(channel: type[BaseChannel], timing: str, operation: str) -> str:

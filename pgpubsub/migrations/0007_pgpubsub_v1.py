@@ -88,17 +88,17 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='notification',
             name='attempts',
-            field=models.PositiveIntegerField(default=0),
+            field=models.IntegerField(default=0),
         ),
         migrations.AddField(
             model_name='notification',
             name='available_at',
-            field=models.DateTimeField(default=django.utils.timezone.now),
+            field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
             model_name='notification',
             name='last_error',
-            field=models.TextField(blank=True, default=''),
+            field=models.TextField(blank=True, null=True),
         ),
         migrations.AddField(
             model_name='notification',
@@ -114,10 +114,6 @@ class Migration(migrations.Migration):
             model_name='notification',
             name='id',
             field=models.BigAutoField(primary_key=True, serialize=False),
-        ),
-        migrations.AddIndex(
-            model_name='notification',
-            index=models.Index(condition=models.Q(('state', 'dead')), fields=['channel', 'id'], name='pgpubsub_dead_idx'),
         ),
         migrations.AlterModelTable(
             name='notification',

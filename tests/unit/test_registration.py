@@ -175,3 +175,11 @@ def test_nested_channels_of_one_name_in_one_module_collide():
     pgpubsub.listener(First.Clash)(lambda value: None)
     with pytest.raises(ChannelDefinitionError, match="collides"):
         pgpubsub.listener(Second.Clash)(lambda value: None)
+
+
+def test_custom_triggers_cannot_take_a_decorator_trigger_key():
+    from pgpubsub.triggers import Notify
+
+    trigger = Notify(name="after_insert", when=pgtrigger.After, operation=pgtrigger.Insert)
+    with pytest.raises(ListenerRegistrationError, match="reserved"):
+        pgpubsub.trigger_listener(AuthorChannel, trigger)

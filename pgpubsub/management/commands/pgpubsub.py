@@ -221,7 +221,7 @@ class Command(BaseCommand):
                 "channel": names.get(row.channel, row.channel),
                 "attempts": row.attempts,
                 "created_at": row.created_at.isoformat(),
-                "error": _exception_line(row.last_error, 10_000),
+                "error": _exception_line(row.last_error or "", 10_000),
                 "payload": row.payload,
             }
             for row in queryset
