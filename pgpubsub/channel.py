@@ -43,7 +43,7 @@ class Listener:
     #: Whether the callback takes ``**kwargs``.
     takes_kwargs: bool = False
     #: The keys by which events name those triggers (see
-    #: :func:`pgpubsub.triggers.trigger_key`); ``None`` with ``triggers``.
+    #: ``pgpubsub.triggers.trigger_key()``); ``None`` with ``triggers``.
     keys: frozenset[str] | None = None
 
     @property
