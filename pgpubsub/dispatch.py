@@ -314,9 +314,8 @@ class Dispatcher:
         return self._filter_provider.get_filter() or Q()
 
     def _claim(
-        self, by_name: dict[str, type[BaseChannel]], after: int
+        self, by_name: dict[str, type[BaseChannel]], after: int, extra: Q | None
     ) -> list[tuple[int, str, str, int, Any]]:
-        extra = self._extra_filter()
         names = list(by_name)
         if extra is None:
             with connections[self.using].cursor() as cursor:
@@ -349,8 +348,10 @@ class Dispatcher:
         after = 0
         guarded = not self.optimistic
         while not stopping():
-            if guarded or self._extra_filter() is not None:
-                rows = self._drain_guarded(by_name, after)
+            # A listener filter is a Q over the ORM, so it always claims guarded.
+            extra = self._extra_filter()
+            if guarded or extra is not None:
+                rows = self._drain_guarded(by_name, after, extra)
                 guarded = not self.optimistic
             else:
                 try:
@@ -388,10 +389,12 @@ class Dispatcher:
             self._processed(channel, duration, created_at.timestamp(), notification_id)
         return rows
 
-    def _drain_guarded(self, by_name: dict[str, type[BaseChannel]], after: int) -> list[Any]:
+    def _drain_guarded(
+        self, by_name: dict[str, type[BaseChannel]], after: int, extra: Q | None
+    ) -> list[Any]:
         """Claim a batch and process each notification in its own savepoint."""
         with transaction.atomic(using=self.using):
-            rows = self._claim(by_name, after)
+            rows = self._claim(by_name, after, extra)
             self._report_received(by_name, rows)
             done = []
             for notification_id, name, payload, attempts, created_at in rows:
