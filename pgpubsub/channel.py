@@ -76,10 +76,16 @@ class BaseChannel:
     @classmethod
     def name(cls) -> str:
         """The channel's dotted path, e.g. ``"myapp.channels.AuthorChannel"``."""
-        # __name__, not __qualname__: the name (and so the database name)
-        # must match django-pgpubsub 1.3.1's for stored notifications to carry over.
-        module = inspect.getmodule(cls)
-        return f"{module.__name__ if module else cls.__module__}.{cls.__name__}"
+        # Cached per class (not inherited: a subclass is another channel);
+        # notify() and the worker ask for it on every event.
+        name: str | None = cls.__dict__.get("_pgpubsub_name")
+        if name is None:
+            # __name__, not __qualname__: the name (and so the database name)
+            # must match django-pgpubsub 1.3.1's for stored notifications to carry over.
+            module = inspect.getmodule(cls)
+            name = f"{module.__name__ if module else cls.__module__}.{cls.__name__}"
+            cls._pgpubsub_name = name  # type: ignore[attr-defined]
+        return name
 
     @classmethod
     def listen_safe_name(cls) -> str:

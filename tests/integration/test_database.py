@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 import pgpubsub
 from pgpubsub.models import Notification, StoredPayload
@@ -44,6 +45,39 @@ def test_notify_on_another_database_alias(listen_conn):
     listen(listen_conn, Greeting)
     pgpubsub.notify(Greeting, message="aliased", using="default")
     assert len(received(listen_conn, Greeting.listen_safe_name())) == 1
+
+
+def test_notify_survives_a_new_database_session_and_is_seen_by_query_capture(listen_conn):
+    # notify() keeps its cursor between calls: it must follow Django to a new
+    # session after the connection is closed, and must not hide its query
+    # from Django's query logging (assertNumQueries, DEBUG).
+    listen(listen_conn, Greeting)
+    pgpubsub.notify(Greeting, message="first")
+    connection.close()
+    pgpubsub.notify(Greeting, message="after close")
+    with CaptureQueriesContext(connection) as captured:
+        pgpubsub.notify(Greeting, message="captured")
+    pgpubsub.notify(Greeting, message="after capture")
+    assert [q["sql"] for q in captured.captured_queries if "pgpubsub_publish_v1" in q["sql"]]
+    messages = [
+        json.loads(payload)["events"][0]["kwargs"]["message"]
+        for payload in received(listen_conn, Greeting.listen_safe_name())
+    ]
+    assert messages == ["first", "after close", "captured", "after capture"]
+
+
+def test_notify_after_a_failed_statement_in_an_inner_atomic_block(listen_conn):
+    listen(listen_conn, Greeting)
+    with transaction.atomic():
+        pgpubsub.notify(Greeting, message="kept")
+        with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT 1/0")
+        pgpubsub.notify(Greeting, message="after the error")
+    messages = [
+        json.loads(payload)["events"][0]["kwargs"]["message"]
+        for payload in received(listen_conn, Greeting.listen_safe_name())
+    ]
+    assert messages == ["kept", "after the error"]
 
 
 def test_payload_over_notify_limit_is_stored_and_referenced(listen_conn):
