@@ -198,7 +198,7 @@ class Worker:
         fd = conn.fileno()
         # Notifications that arrived while LISTEN statements ran wait in
         # psycopg's backlog, which the socket will not announce again.
-        self._handle(list(conn.notifies(timeout=0)))
+        self._handle(self._receive(conn))
         while not self.stopping:
             timeout = None
             if self.durable:
@@ -210,11 +210,27 @@ class Worker:
             if self.stopping:
                 break
             if fd in readable:
-                self._handle(list(conn.notifies(timeout=0)))
+                self._handle(self._receive(conn))
             if self.durable and time.monotonic() >= min(
                 self._next_sweep, self.dispatcher.next_retry
             ):
                 self._sweep()
+
+    def _receive(self, conn: psycopg.Connection[Any]) -> list[psycopg.Notify]:
+        """The notifications already received, without waiting for more.
+
+        One read of the socket holds only part of a busy transaction's
+        NOTIFYs (about 16 kB); reading on while more are already there, up
+        to ``PGPUBSUB_BATCH_SIZE`` messages, makes bigger batches, and so
+        fewer of the worker's transactions, without delaying any.
+        """
+        received = list(conn.notifies(timeout=0))
+        while received and len(received) < self.dispatcher.batch_size:
+            more = list(conn.notifies(timeout=0))
+            if not more:
+                break
+            received += more
+        return received
 
     # -- dispatch ----------------------------------------------------------
 
