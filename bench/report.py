@@ -10,6 +10,7 @@ from typing import Any
 OURS = "ours"
 THEIRS = "theirs"
 BARE = "bare"
+CEILING = "ceiling"
 
 
 @dataclasses.dataclass
@@ -72,7 +73,14 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figur
     def at_most(value: float | None, bound: float) -> bool | None:
         return None if value is None else value <= bound
 
-    def throughput(key: str, workload: str, label: str, bound: float, bare: bool = False) -> None:
+    def throughput(
+        key: str,
+        workload: str,
+        label: str,
+        bound: float,
+        bare: bool = False,
+        against_ceiling: bool = False,
+    ) -> None:
         ours, theirs = runs(key, OURS), runs(key, THEIRS)
         o, t = median(ours, "rate"), median(theirs, "rate")
         ratio = _div(o, t)
@@ -94,13 +102,38 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figur
             fig.correctness[BARE] = correctness(runs(BARE, OURS))
             if fig.bare and o:
                 fig.note = f"ours = {o / fig.bare:.2f} x bare loop"
+        ceiling = median(runs(CEILING, OURS), "rate") if against_ceiling else None
+        if ceiling and o:
+            fig.note = (fig.note + "; " if fig.note else "") + (
+                f"ours = {o / ceiling:.2f} x listener alone"
+            )
+            if t:
+                fig.note += f" ({bound:g} x 1.3.1 = {bound * t / ceiling:.2f} x listener alone)"
         if theirs and not all_ok(theirs):
             fig.note = (fig.note + "; " if fig.note else "") + "1.3.1 lost or duplicated events"
         figures.append(fig)
 
-    throughput("w1_broadcast_trigger", "1", "broadcast TriggerChannel, 1 worker", 3.5, bare=True)
+    throughput(
+        "w1_broadcast_trigger",
+        "1",
+        "broadcast TriggerChannel, 1 worker",
+        3.5,
+        bare=True,
+        against_ceiling=True,
+    )
     throughput("w2_durable_trigger", "2", "durable TriggerChannel, 2 workers", 20)
-    throughput("w3_notify_broadcast", "3", "notify(), broadcast channel", 3.5)
+    throughput("w3_notify_broadcast", "3", "notify(), broadcast channel", 3.5, against_ceiling=True)
+    if runs(CEILING, OURS):
+        figures.append(
+            Figure(
+                key="ceiling",
+                workload="1, 3",
+                label="listener alone: its ORM insert, no notifications",
+                unit="events/s",
+                ours=median(runs(CEILING, OURS), "rate"),
+                correctness={OURS: correctness(runs(CEILING, OURS))},
+            )
+        )
 
     ours, theirs = runs("w3_notify_durable", OURS), runs("w3_notify_durable", THEIRS)
     theirs_works = bool(theirs) and all_ok(theirs) and not any(r["timed_out"] for r in theirs)

@@ -108,6 +108,10 @@ def plan(cfg: wl.Config, impls: list[Impl], only: set[str]) -> list[tuple[int, S
         add("w1", "w1_broadcast_trigger", "1 broadcast trigger", _trigger(cfg, "broadcast", 1))
         if not only or "w1" in only:
             steps.append((rnd, ("bare", ours.key, "1 bare psycopg loop", _bind(_bare(cfg), ours))))
+        if not only or only & {"w1", "w3"}:
+            steps.append(
+                (rnd, ("ceiling", ours.key, "1/3 listener alone", _bind(_ceiling(cfg), ours)))
+            )
         add("w2", "w2_durable_trigger", "2 durable trigger x2", _trigger(cfg, "durable", 2))
         add("w3", "w3_notify_broadcast", "3 notify() broadcast", _notify(cfg, "broadcast"))
         add("w3", "w3_notify_durable", "3 notify() durable", _notify(cfg, "durable"))
@@ -144,6 +148,10 @@ def _notify(cfg: wl.Config, mode: str) -> Callable[..., dict[str, Any]]:
 
 def _bare(cfg: wl.Config) -> Callable[..., dict[str, Any]]:
     return _ticking(lambda impl, tick: wl.bare_loop(impl, cfg, tick))
+
+
+def _ceiling(cfg: wl.Config) -> Callable[..., dict[str, Any]]:
+    return lambda impl: wl.listener_only(impl, cfg)
 
 
 def _latency(cfg: wl.Config, mode: str) -> Callable[..., dict[str, Any]]:

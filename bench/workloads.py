@@ -157,6 +157,20 @@ def bare_loop(impl: Impl, cfg: Config, tick: Any) -> dict[str, Any]:
     return {"rate": _throughput(t, produced["t_start"]), **_tally_dict(t)}
 
 
+def listener_only(impl: Impl, cfg: Config) -> dict[str, Any]:
+    """The ceiling of workloads 1 and 3: the listeners' ORM insert alone, no notifications.
+
+    The same function the listeners call, EVENTS times, BATCH per
+    transaction, in one process: what a worker would reach if receiving,
+    decoding and dispatching an event cost nothing.
+    """
+    truncate(impl, *ALL_TABLES)
+    produced = impl.tool("listener-only", "--n", str(cfg.events), "--batch", str(cfg.batch))
+    t = tally(impl, "listener_only", cfg.events)
+    rate = cfg.events / (produced["t_end"] - produced["t_start"])
+    return {"rate": rate if t.ok else None, **_tally_dict(t)}
+
+
 def latency(impl: Impl, cfg: Config, mode: str, tick: Any) -> dict[str, Any]:
     """Workload 4: one row per transaction at RATE/s; commit-to-listener latency."""
     channel, kind, _ = ROW_CHANNELS[mode]

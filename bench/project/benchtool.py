@@ -15,6 +15,9 @@ Commands:
 ``bare``    the baseline: LISTEN with psycopg, one ORM insert per NOTIFY, BATCH
             per transaction, until N events are handled
 ``bare-produce``  N plain NOTIFYs for ``bare``, BATCH per transaction
+``listener-only``  the listeners' own work alone: N calls of the function every
+            listener calls (one ORM insert), BATCH per transaction, with no
+            notification at all; no worker can handle events faster than this
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ MESSAGE_CHANNELS = {
 }
 BARE_CHANNEL = "bench_bare"
 BARE_KIND = "bare"
+LISTENER_ONLY_KIND = "listener_only"
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -193,10 +197,27 @@ def cmd_bare_produce(args: argparse.Namespace) -> None:
     emit({"t_start": started, "t_end": time.time(), "warm_up_s": 0.0})
 
 
+def cmd_listener_only(args: argparse.Namespace) -> None:
+    from benchapp.listeners import record
+
+    # Warm the connection and the ORM's caches as the workers' probes warm theirs.
+    with transaction.atomic():
+        for i in range(min(args.batch, args.n)):
+            record(LISTENER_ONLY_KIND, -1 - i)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM benchapp_processed WHERE kind = %s", [LISTENER_ONLY_KIND])
+    started = time.time()
+    for first in range(0, args.n, args.batch):
+        with transaction.atomic():
+            for i in range(first + 1, min(args.n, first + args.batch) + 1):
+                record(LISTENER_ONLY_KIND, i)
+    emit({"t_start": started, "t_end": time.time(), "warm_up_s": 0.0})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("bulk", "notify", "paced", "bare", "bare-produce"):
+    for name in ("bulk", "notify", "paced", "bare", "bare-produce", "listener-only"):
         p = sub.add_parser(name)
         p.add_argument("--mode", choices=("broadcast", "durable", "plain"), default="broadcast")
         p.add_argument("--n", type=int, required=True)
@@ -211,6 +232,7 @@ def main() -> None:
         "paced": cmd_paced,
         "bare": cmd_bare,
         "bare-produce": cmd_bare_produce,
+        "listener-only": cmd_listener_only,
     }
     commands[args.command](args)
 
