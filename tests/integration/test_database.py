@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import time
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -141,3 +144,31 @@ def test_hostile_payload_is_stored_verbatim():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pgpubsub_notification")
         assert cursor.fetchone() == (1,)
+
+
+def test_worker_reads_a_burst_of_notifications_whole_in_order_and_capped(listen_conn, settings):
+    # The worker reads on while NOTIFYs are already there, up to the batch
+    # size: nothing may be lost, reordered or held back by that.
+    from pgpubsub.worker import Worker
+
+    settings.PGPUBSUB_BATCH_SIZE = 300
+    worker = Worker([Greeting])
+    listen(listen_conn, Greeting)
+    with transaction.atomic():
+        for i in range(1_000):
+            pgpubsub.notify(Greeting, message=f"m{i}")
+    got: list[str] = []
+    sizes: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(got) < 1_000 and time.monotonic() < deadline:
+        select.select([listen_conn.fileno()], [], [], 1)
+        batch = worker._receive(listen_conn)
+        if batch:
+            sizes.append(len(batch))
+        got += [json.loads(n.payload)["events"][0]["kwargs"]["message"] for n in batch]
+    assert got == [f"m{i}" for i in range(1_000)]
+    # One socket read holds a couple of hundred of these; a batch stops at
+    # the first read that reaches the batch size.
+    assert max(sizes) < 300 + 300
+    os.close(worker._wake_r)
+    os.close(worker._wake_w)
