@@ -289,7 +289,9 @@ def main(argv: list[str]) -> int:
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
-        "command": "BENCH_SMOKE=1 make bench" if args.smoke else "make bench",
+        "command": "BENCH_SMOKE=1 make bench"
+        if args.smoke
+        else "make bench" + (f' BENCH_ARGS="{" ".join(argv)}"' if argv else ""),
         "server": server_label(server),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
