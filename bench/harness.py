@@ -233,11 +233,28 @@ def truncate(impl: Impl, *tables: str) -> None:
         if existing:
             names = sql.SQL(", ").join(sql.Identifier(t) for t in existing)
             conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
-        # Every measurement starts from a clean slate: the previous one's
-        # dirty pages are written now, not by a checkpoint in the middle of
-        # the next measurement (with fsync on, that costs whoever runs then).
-        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
-            conn.execute("CHECKPOINT")
+        settle(conn)
+
+
+def settle(conn: psycopg.Connection[Any], timeout: float = 60.0) -> None:
+    """Let the server go quiet before a measurement.
+
+    Waits (up to ``timeout``) until no autovacuum worker is running on the
+    server, in any database, then runs ``CHECKPOINT`` (when the role may):
+    the previous measurement's vacuuming and dirty pages are dealt with now,
+    not in the middle of the next measurement, which would pay for them on
+    these two cores.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        ).fetchone()
+        if not row or not row[0]:
+            break
+        time.sleep(0.2)
+    with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CHECKPOINT")
 
 
 ALL_TABLES = (

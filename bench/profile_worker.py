@@ -6,6 +6,7 @@ Usage (needs ``DATABASE_URL``, and py-spy: ``.venv/bin/pip install py-spy``)::
     .venv/bin/python bench/profile_worker.py w2            # durable trigger, one worker profiled
     .venv/bin/python bench/profile_worker.py w3            # notify() broadcast, worker profiled
     .venv/bin/python bench/profile_worker.py w3-producer   # notify() broadcast, producer profiled
+    .venv/bin/python bench/profile_worker.py w6            # drain of a 100,000-event backlog
 
 It runs the workload once against pgpubsub in a scratch database
 (``bench_profile``), samples the process with ``py-spy record --format raw``
@@ -64,6 +65,18 @@ def profile(impl: Impl, what: str, py_spy: str, cfg: Config) -> int:
     producer += ["--n", str(cfg.events), "--batch", str(cfg.batch), "--workers", "1"]
     out = WORK / f"profile-{what}.txt"
     truncate(impl, *ALL_TABLES)
+    events = cfg.events
+    if what == "w6":
+        # The backlog is written before the worker starts, as in workload 6.
+        events = cfg.backlog_big
+        channel, kind, table = ROW_CHANNELS["durable"]
+        with impl.connect() as conn:
+            conn.execute(
+                f"INSERT INTO {table} (n, label) "  # type: ignore[arg-type]
+                "SELECT g, '' FROM generate_series(1, %s) AS g",
+                [events],
+            )
+        producer = []
     manage = [str(impl.python), str(PROJECT / "manage.py"), "listen", "--worker"]
     manage += ["--loglevel", "warning", "--channels", channel]
     record = [py_spy, "record", "--format", "raw", "--rate", "250", "-o", str(out), "--"]
@@ -71,11 +84,12 @@ def profile(impl: Impl, what: str, py_spy: str, cfg: Config) -> int:
     worker_cmd = record + manage if profiled_worker else manage
     worker = subprocess.Popen(worker_cmd, env=impl.env(), cwd=PROJECT, start_new_session=True)
     try:
-        tool = [str(impl.python), str(PROJECT / "benchtool.py"), *producer]
-        if not profiled_worker:
-            tool = record + tool
-        subprocess.run(tool, env=impl.env(), cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
-        tally = wait_for(impl, kind, cfg.events, stall=cfg.stall, deadline=cfg.deadline)
+        if producer:
+            tool = [str(impl.python), str(PROJECT / "benchtool.py"), *producer]
+            if not profiled_worker:
+                tool = record + tool
+            subprocess.run(tool, env=impl.env(), cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
+        tally = wait_for(impl, kind, events, stall=cfg.stall, deadline=cfg.deadline)
         print(f"handled {tally.distinct}, lost {tally.lost}, duplicated {tally.duplicated}")
     finally:
         # py-spy forwards nothing: stop the worker itself, py-spy then writes its file.

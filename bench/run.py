@@ -48,6 +48,7 @@ import psycopg
 import report
 import workloads as wl
 from harness import (
+    ALL_TABLES,
     BENCH_DIR,
     REPO,
     BenchError,
@@ -58,6 +59,7 @@ from harness import (
     recreate_database,
     server_label,
     server_url,
+    truncate,
 )
 
 RESULTS = BENCH_DIR / "results"
@@ -229,6 +231,7 @@ def main(argv: list[str]) -> int:
         prepare_project(impl)
 
     steps = plan(cfg, impls, only)
+    by_key = {impl.key: impl for impl in impls}
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     failures: list[str] = []
     theirs_notify_durable_failed = False
@@ -265,6 +268,9 @@ def main(argv: list[str]) -> int:
                     continue
                 result["round"] = rnd + 1
                 result["seconds"] = round(time.monotonic() - step_started, 2)
+                # Leave nothing behind for autovacuum to work on during the
+                # next measurement, which may be the other library's.
+                truncate(by_key[key], *ALL_TABLES)
                 if not console.is_terminal:
                     # No live bar in a log file: one line per measurement instead.
                     progress.console.print(f"{title}: {_brief(result)}")

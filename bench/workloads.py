@@ -55,7 +55,7 @@ class Config:
     backlog_small: int = 1_000
     backlog_big: int = 100_000
     #: How many rounds measure the big backlog (it takes long with 1.3.1).
-    backlog_big_rounds: int = 1
+    backlog_big_rounds: int = 3
     #: Memory growth is measured from this many events into the big drain.
     rss_baseline_events: int = 1_000
     idle_seconds: float = 10.0
