@@ -10,6 +10,7 @@ from report import Figure
 OURS_COLOR = "#2b6cb0"
 THEIRS_COLOR = "#a0aec0"
 BARE_COLOR = "#48bb78"
+CEILING_COLOR = "#ed8936"
 
 
 def draw(figures: list[Figure], path: Path, title: str) -> None:
@@ -85,6 +86,8 @@ def _bars(
         series.append(("django-pgpubsub 1.3.1", THEIRS_COLOR, [f.theirs for _, f in items]))
     if bare and any(f.bare is not None for _, f in items):
         series.append(("bare psycopg loop", BARE_COLOR, [f.bare for _, f in items]))
+    if bare and any(f.ceiling is not None for _, f in items):
+        series.append(("listener alone", CEILING_COLOR, [f.ceiling for _, f in items]))
     width = 0.8 / len(series)
     for index, (name, color, values) in enumerate(series):
         xs = [i + (index - (len(series) - 1) / 2) * width for i in range(len(items))]

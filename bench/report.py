@@ -24,6 +24,8 @@ class Figure:
     ours: float | None
     theirs: float | None = None
     bare: float | None = None
+    #: The listener-alone rate (workloads 1 and 3), drawn beside the bars.
+    ceiling: float | None = None
     #: How ``ratio`` is read, e.g. "ours/1.3.1".
     ratio_label: str = ""
     ratio: float | None = None
@@ -103,6 +105,7 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figur
             if fig.bare and o:
                 fig.note = f"ours = {o / fig.bare:.2f} x bare loop"
         ceiling = median(runs(CEILING, OURS), "rate") if against_ceiling else None
+        fig.ceiling = ceiling
         if ceiling and o:
             fig.note = (fig.note + "; " if fig.note else "") + (
                 f"ours = {o / ceiling:.2f} x listener alone"

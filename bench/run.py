@@ -81,7 +81,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--publish-only",
         action="store_true",
-        help="publish bench/results/latest.json and latest.png again without running",
+        help="redraw the chart from bench/results/latest.json and publish it, without running",
     )
     return parser.parse_args(argv)
 
@@ -197,6 +197,8 @@ def main(argv: list[str]) -> int:
         saved = json.loads((RESULTS / "latest.json").read_text())
         figures = report.summarise(saved["runs"])
         theirs = "theirs" in saved["meta"]["versions"]
+        # Redrawn from the saved figures, so a change to the chart needs no new run.
+        chart.draw(figures, RESULTS / "latest.png", chart_title(saved["meta"], smoke=False))
         publish(RESULTS / "latest.png", figures, saved["meta"], theirs)
         return 0
     from rich.console import Console
@@ -332,9 +334,7 @@ def main(argv: list[str]) -> int:
     json_path = RESULTS / f"{stem}.json"
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     png_path = RESULTS / f"{stem}.png"
-    title = f"pgpubsub vs django-pgpubsub 1.3.1 — {meta['date'][:10]}, {meta['cores']} cores, "
-    title += f"medians of {cfg.rounds} round(s)" + (" (SMOKE: small sizes)" if args.smoke else "")
-    chart.draw(figures, png_path, title)
+    chart.draw(figures, png_path, chart_title(meta, smoke=args.smoke))
     console.print(f"wrote {json_path.relative_to(REPO)} and {png_path.relative_to(REPO)}")
     if args.publish and not args.smoke:
         publish(png_path, figures, meta, with_theirs)
@@ -350,6 +350,12 @@ def _brief(result: dict[str, Any]) -> str:
         f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
         for key, value in shown.items()
     )
+
+
+def chart_title(meta: dict[str, Any], *, smoke: bool) -> str:
+    title = f"pgpubsub vs django-pgpubsub 1.3.1 — {meta['date'][:10]}, {meta['cores']} cores, "
+    title += f"medians of {meta['config']['rounds']} round(s)"
+    return title + (" (SMOKE: small sizes)" if smoke else "")
 
 
 def publish(png: Path, figures: list[report.Figure], meta: dict[str, Any], theirs: bool) -> None:
