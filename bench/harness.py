@@ -223,7 +223,8 @@ def prepare_project(impl: Impl) -> None:
     impl.manage("migrate", "--noinput")
 
 
-def truncate(impl: Impl, *tables: str) -> None:
+def truncate(impl: Impl, *tables: str, quiet: bool = True) -> None:
+    """Empty ``tables``, then (``quiet``) :func:`settle` the server for a measurement."""
     with impl.connect() as conn:
         existing = [
             t
@@ -233,7 +234,8 @@ def truncate(impl: Impl, *tables: str) -> None:
         if existing:
             names = sql.SQL(", ").join(sql.Identifier(t) for t in existing)
             conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
-        settle(conn)
+        if quiet:
+            settle(conn)
 
 
 def settle(conn: psycopg.Connection[Any], timeout: float = 60.0) -> None:

@@ -271,8 +271,9 @@ def main(argv: list[str]) -> int:
                 result["round"] = rnd + 1
                 result["seconds"] = round(time.monotonic() - step_started, 2)
                 # Leave nothing behind for autovacuum to work on during the
-                # next measurement, which may be the other library's.
-                truncate(by_key[key], *ALL_TABLES)
+                # next measurement, which may be the other library's (that
+                # one settles the server before it starts).
+                truncate(by_key[key], *ALL_TABLES, quiet=False)
                 if not console.is_terminal:
                     # No live bar in a log file: one line per measurement instead.
                     progress.console.print(f"{title}: {_brief(result)}")
