@@ -41,6 +41,24 @@ def median(runs: list[dict[str, Any]], field: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def paired(a: list[dict[str, Any]], b: list[dict[str, Any]], field: str) -> list[float]:
+    """``a``'s ``field`` over ``b``'s, for each round in which both were measured."""
+    by_round = {run.get("round"): run.get(field) for run in b}
+    ratios = []
+    for run in a:
+        over = by_round.get(run.get("round"))
+        if run.get(field) is not None and over:
+            ratios.append(run[field] / over)
+    return ratios
+
+
+def spread(values: list[float]) -> str:
+    """``values`` as "median (min-max)", or the one value."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}x"
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f}x)"
+
+
 def _div(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
@@ -104,14 +122,24 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figur
             fig.correctness[BARE] = correctness(runs(BARE, OURS))
             if fig.bare and o:
                 fig.note = f"ours = {o / fig.bare:.2f} x bare loop"
-        ceiling = median(runs(CEILING, OURS), "rate") if against_ceiling else None
-        fig.ceiling = ceiling
-        if ceiling and o:
+        per_round = paired(ours, theirs, "rate")
+        if len(per_round) > 1:
             fig.note = (fig.note + "; " if fig.note else "") + (
-                f"ours = {o / ceiling:.2f} x listener alone"
+                f"ours/1.3.1 per round {spread(per_round)}"
             )
-            if t:
-                fig.note += f" ({bound:g} x 1.3.1 = {bound * t / ceiling:.2f} x listener alone)"
+        ceiling_runs = runs(CEILING, OURS) if against_ceiling else []
+        fig.ceiling = median(ceiling_runs, "rate")
+        # Against the listener alone, round by round: the machine's speed
+        # drifts between rounds, and a ratio of medians taken from different
+        # rounds would compare a fast round with a slow one.
+        to_ceiling = paired(ours, ceiling_runs, "rate")
+        if to_ceiling:
+            fig.note = (fig.note + "; " if fig.note else "") + (
+                f"ours / listener alone {spread(to_ceiling)}"
+            )
+            needed = [bound * r for r in paired(theirs, ceiling_runs, "rate")]
+            if needed:
+                fig.note += f", {bound:g} x 1.3.1 / listener alone {spread(needed)}"
         if theirs and not all_ok(theirs):
             fig.note = (fig.note + "; " if fig.note else "") + "1.3.1 lost or duplicated events"
         figures.append(fig)
