@@ -153,6 +153,6 @@ def shutdown_timeout() -> float:
     """``PGPUBSUB_SHUTDOWN_TIMEOUT`` (default ``30.0`` seconds).
 
     How long the ``listen`` supervisor waits for its workers to finish
-    after SIGTERM before killing them.
+    after SIGTERM before killing them; ``0`` kills them at once.
     """
-    return _positive_number("PGPUBSUB_SHUTDOWN_TIMEOUT", 30.0)
+    return _positive_number("PGPUBSUB_SHUTDOWN_TIMEOUT", 30.0, allow_zero=True)

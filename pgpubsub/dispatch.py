@@ -236,6 +236,8 @@ class Dispatcher:
                 exc,
                 preview(payload),
             )
+            for observer in observers():
+                observer.failed(channel.name(), None)
             return None
 
     def _broadcast_optimistic(self, batch: list[_Delivery]) -> bool:

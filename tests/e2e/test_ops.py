@@ -465,6 +465,8 @@ def test_metrics_count_known_traffic(start_worker):
     assert value(before, "pgpubsub_notifications_received_total", channel=greeting) == 0
     assert value(before, "pgpubsub_worker_connected") == 1
 
+    with connection.cursor() as cursor:  # a malformed message counts as failed, listener "-"
+        cursor.execute("SELECT pg_notify(%s, 'not json')", [Greeting.listen_safe_name()])
     for message in ("one", "two", "boom"):
         pgpubsub.notify(Greeting, message=message)
     Order.objects.create(reference="fine")
@@ -488,6 +490,7 @@ def test_metrics_count_known_traffic(start_worker):
     assert (
         value(samples, failed, channel=greeting, listener="tests.app.listeners.greet_second") == 0
     )
+    assert value(samples, failed, channel=greeting, listener="-") == 1
     assert value(samples, "pgpubsub_notification_latency_seconds_count", channel=greeting) == 3
     assert value(samples, "pgpubsub_listener_duration_seconds_count", channel=greeting) == 3
     assert value(samples, "pgpubsub_notification_latency_seconds_sum", channel=greeting) > 0

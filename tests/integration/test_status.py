@@ -221,6 +221,8 @@ def test_deadletters_list_retry_and_purge():
     listed = json.loads(run("deadletters", "list", "--json", "--channel", OrderChannel.name())[1])
     assert [row["id"] for row in listed] == [old.pk, recent.pk]
     assert listed[0]["error"] == "RuntimeError: old always fails"
+    assert listed[0]["traceback"] == old.last_error
+    assert listed[0]["payload"] == old.payload
 
     assert "Purged 1 dead letter(s)." in run("deadletters", "purge", "--older-than", "86400")[1]
     assert not Notification.objects.filter(pk=old.pk).exists()

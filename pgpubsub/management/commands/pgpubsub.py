@@ -222,6 +222,7 @@ class Command(BaseCommand):
                 "attempts": row.attempts,
                 "created_at": row.created_at.isoformat(),
                 "error": _exception_line(row.last_error or "", 10_000),
+                "traceback": row.last_error or "",
                 "payload": row.payload,
             }
             for row in queryset
