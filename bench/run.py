@@ -238,6 +238,8 @@ def main(argv: list[str]) -> int:
     failures: list[str] = []
     theirs_notify_durable_failed = False
     started = time.time()
+    # The commit measured is the one checked out when the run starts.
+    commit = git_commit()
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -297,7 +299,7 @@ def main(argv: list[str]) -> int:
     figures = report.summarise(results)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": commit,
         "command": "BENCH_SMOKE=1 make bench"
         if args.smoke
         else "make bench" + (f' BENCH_ARGS="{" ".join(argv)}"' if argv else ""),
