@@ -56,16 +56,17 @@ _ROW_EVENTS = "json_build_array(json_build_object('old', to_json(OLD), 'new', to
 
 _RETURN_ROW = "IF TG_OP = 'DELETE' THEN\n        RETURN OLD;\n    END IF;\n    RETURN NEW;"
 
-# Statement-level AFTER triggers: the rows of the statement, as SQL producing
-# one event object per row, from the transition tables.
+# Statement-level AFTER triggers: the rows of the statement, from the
+# transition tables, as the key/value arguments of one event object per row
+# (``{fn}_build_object(...)``) and the FROM clause they are read from.
 _STATEMENT_ROWS = {
-    "INSERT": ("{fn}_build_object('new', to_{fn}(r))", f"FROM {_NEW_TABLE} AS r"),
-    "DELETE": ("{fn}_build_object('old', to_{fn}(r))", f"FROM {_OLD_TABLE} AS r"),
+    "INSERT": ("'new', to_{fn}(r)", f"FROM {_NEW_TABLE} AS r"),
+    "DELETE": ("'old', to_{fn}(r)", f"FROM {_OLD_TABLE} AS r"),
     # PostgreSQL fills the old and new transition tables side by side, one
     # pair per updated row, so their scan positions pair the rows even when
     # the update changes the primary key.
     "UPDATE": (
-        "{fn}_build_object('old', to_{fn}(o.r), 'new', to_{fn}(n.r))",
+        "'old', to_{fn}(o.r), 'new', to_{fn}(n.r)",
         f"FROM (SELECT r, row_number() OVER () AS i FROM {_OLD_TABLE} AS r) AS o"
         f" JOIN (SELECT r, row_number() OVER () AS i FROM {_NEW_TABLE} AS r) AS n"
         " ON n.i = o.i",
@@ -76,8 +77,8 @@ _STATEMENT_ROWS = {
 def _broadcast_statement_body(channel_name: str, key: str, op: str) -> str:
     # One NOTIFY per statement, its events built as JSON text (no jsonb
     # round trip) and handed to the shared function.
-    event, source = _STATEMENT_ROWS[op]
-    events = f"(SELECT json_agg({event.format(fn='json')}) {source})"
+    fields, source = _STATEMENT_ROWS[op]
+    events = f"(SELECT json_agg(json_build_object({fields.format(fn='json')})) {source})"
     return _publish_call(channel_name, False, key, events) + "    RETURN NULL;"
 
 
@@ -86,8 +87,8 @@ def _durable_statement_body(channel_name: str, key: str, op: str) -> str:
     # cannot be handed to a function, so this one statement lives here
     # rather than in pgpubsub_publish_v1(). Each stored event is built by a
     # single jsonb_build_object: every per-row operation costs every writer.
-    event, source = _STATEMENT_ROWS[op]
-    fields = event.format(fn="jsonb").removeprefix("jsonb_build_object(").removesuffix(")")
+    row_fields, source = _STATEMENT_ROWS[op]
+    fields = row_fields.format(fn="jsonb")
     header = f"'trigger', {_literal(key)}, 'op', TG_OP"
 
     def insert(extra: str) -> str:
