@@ -12,6 +12,7 @@ from .exceptions import (
     NotifyError,
     PayloadError,
     PgpubsubError,
+    UnsupportedServerError,
 )
 from .listeners import (
     ListenerFilterProvider,
@@ -44,6 +45,7 @@ __all__ = [
     "PayloadError",
     "PgpubsubError",
     "TriggerChannel",
+    "UnsupportedServerError",
     "__version__",
     "listener",
     "notify",

@@ -84,3 +84,9 @@ SET attempts = attempts + 1,
 WHERE id = %(id)s
 RETURNING state
 """
+
+# The server's version as a number (150004 for 15.4, 180001 for 18.1) and as
+# the text it reports, for pgpubsub.server_version.
+SERVER_VERSION = (
+    "SELECT current_setting('server_version_num')::integer, current_setting('server_version')"
+)
