@@ -15,34 +15,61 @@ SPHINXOPTS ?= -W --keep-going -n -E
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test test-django42 demo lint format typecheck docs check bench \
+.PHONY: help install test test-django42 test-django60 test-django61 demo lint format typecheck docs check bench \
         db-start db-stop db-url clean distclean
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_.-]+:.*?## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_.-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+# The main virtualenv: Django 5.2 (the LTS) on the default python3, with
+# every development tool.
+DJANGO_MAIN = Django>=5.2,<6
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev]' '$(DJANGO_MAIN)'
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install pgpubsub with all dev extras
 
-test: $(STAMP) ## Run the test suite (embedded PostgreSQL unless DATABASE_URL is set)
+test: $(STAMP) ## Run the test suite on Django 5.2 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(PGSERVER) run -- $(BIN)/pytest $(PYTEST_ARGS)
 
-# The oldest supported Django, in a second virtualenv.
-VENV42 = .venv-django42
-$(VENV42)/.installed: pyproject.toml
-	@test -x $(VENV42)/bin/python || $(PYTHON) -m venv $(VENV42)
-	$(VENV42)/bin/python -m pip install --upgrade pip
-	$(VENV42)/bin/python -m pip install -e '.[test,metrics]' 'Django>=4.2,<5'
+# The other supported Django releases, each in its own virtualenv
+# (.venv-django42, .venv-django60, .venv-django61) on the Python it needs.
+# tools/find-python finds python3.12/python3.13 on PATH or in pyenv and says
+# what to install when it cannot; PYTHON_312=... or PYTHON_313=... on the
+# command line names an interpreter instead.
+PYTHON_312 ?= $$(tools/find-python 3.12)
+PYTHON_313 ?= $$(tools/find-python 3.13)
+
+DJANGO_42 = Django>=4.2,<5
+PYTHON_42 = $(PYTHON)
+DJANGO_60 = Django>=6.0,<6.1
+PYTHON_60 = $(PYTHON_312)
+DJANGO_61 = Django>=6.1,<6.2
+PYTHON_61 = $(PYTHON_313)
+
+.venv-django%/.installed: pyproject.toml
+	@test -x .venv-django$*/bin/python || \
+		{ python=$(PYTHON_$*) && "$$python" -m venv .venv-django$*; }
+	.venv-django$*/bin/python -m pip install --upgrade pip
+	.venv-django$*/bin/python -m pip install -e '.[test,metrics]' '$(DJANGO_$*)'
 	@touch $@
 
-test-django42: $(VENV42)/.installed ## Run the test suite on Django 4.2
-	$(VENV42)/bin/python tools/pgserver.py run -- $(VENV42)/bin/pytest $(PYTEST_ARGS)
+# $(call test_in,VENV): the whole suite with that virtualenv's Python.
+test_in = $(1)/bin/python tools/pgserver.py run -- $(1)/bin/pytest $(PYTEST_ARGS)
+
+test-django42: .venv-django42/.installed ## Run the test suite on Django 4.2 (default python3)
+	$(call test_in,.venv-django42)
+
+test-django60: .venv-django60/.installed ## Run the test suite on Django 6.0 (Python 3.12)
+	$(call test_in,.venv-django60)
+
+test-django61: .venv-django61/.installed ## Run the test suite on Django 6.1 (Python 3.13)
+	$(call test_in,.venv-django61)
 
 demo: $(STAMP) ## Run the end-to-end example (example/demo.py)
 	$(PGSERVER) run -- $(BIN)/python example/demo.py
@@ -80,10 +107,10 @@ db-stop: $(STAMP) ## Stop the embedded PostgreSQL
 db-url: $(STAMP) ## Print the embedded PostgreSQL URL (if running)
 	@$(PGSERVER) url
 
-clean: ## Remove build artefacts and caches (keeps .venv and .pgdata)
+clean: ## Remove build artefacts and caches (keeps the virtualenvs and .pgdata)
 	rm -rf build dist *.egg-info docs/_build .mypy_cache .ruff_cache .pytest_cache .hypothesis
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
+	find . -path './.venv*' -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
 
-distclean: clean ## clean + stop the embedded server, remove .venv and .pgdata
+distclean: clean ## clean + stop the embedded server, remove the virtualenvs and .pgdata
 	-@test -x $(BIN)/python && $(PGSERVER) stop
-	rm -rf $(VENV) $(VENV42) .pgdata
+	rm -rf $(VENV) .venv-django42 .venv-django60 .venv-django61 .pgdata

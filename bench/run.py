@@ -169,7 +169,8 @@ def versions(impl: Impl) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, json; "
         "print(json.dumps({p: m.version(p) for p in "
-        "('pgpubsub' if __import__('os').environ['BENCH_IMPL'] == 'ours' else 'django-pgpubsub', "
+        "('pgpubsub-django' if __import__('os').environ['BENCH_IMPL'] == 'ours' "
+        "else 'django-pgpubsub', "
         "'Django', 'django-pgtrigger', 'psycopg')}))"
     )
     out = subprocess.run(

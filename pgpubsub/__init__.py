@@ -12,6 +12,7 @@ from .exceptions import (
     NotifyError,
     PayloadError,
     PgpubsubError,
+    UnsupportedServerError,
 )
 from .listeners import (
     ListenerFilterProvider,
@@ -29,7 +30,8 @@ from .listeners import (
 from .notify import notify, process_stored_notifications
 
 try:
-    __version__ = version("pgpubsub")
+    # The distribution is pgpubsub-django; the package it installs is pgpubsub.
+    __version__ = version("pgpubsub-django")
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     __version__ = "0.0.0"
 
@@ -44,6 +46,7 @@ __all__ = [
     "PayloadError",
     "PgpubsubError",
     "TriggerChannel",
+    "UnsupportedServerError",
     "__version__",
     "listener",
     "notify",

@@ -112,8 +112,11 @@ class NotificationAdmin(_ModelAdmin):
             message += f" {skipped} selected notification(s) were not dead letters; left alone."
         self.message_user(request, message, messages.SUCCESS if count else messages.WARNING)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 says where the actions are shown (action_location) and
+        # deprecates overrides without it; older releases pass only request.
+        where = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **where)
         # Deleting a pending notification loses an event: only dead letters
         # may be removed, through the purge action.
         actions.pop("delete_selected", None)

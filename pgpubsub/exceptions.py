@@ -53,3 +53,16 @@ class PayloadError(PgpubsubError, ValueError):
 
 class ListenerRegistrationError(PgpubsubError, TypeError):
     """A listener decorator was used in a way that cannot work."""
+
+
+class UnsupportedServerError(PgpubsubError, RuntimeError):
+    """The PostgreSQL server is older than the oldest version pgpubsub supports."""
+
+    def __init__(self, server_version: str, minimum: str) -> None:
+        self.server_version = server_version
+        self.minimum = minimum
+        super().__init__(
+            f"pgpubsub needs PostgreSQL {minimum} or newer, but the server runs "
+            f"PostgreSQL {server_version}; upgrade the server (the supported versions "
+            "are listed in the quickstart's Requirements)"
+        )

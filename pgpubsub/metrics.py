@@ -2,7 +2,7 @@
 
 Needs the optional ``prometheus-client`` dependency::
 
-    pip install 'pgpubsub[metrics]'
+    pip install 'pgpubsub-django[metrics]'
 
 :class:`PrometheusObserver` counts what the worker does, through the
 :class:`pgpubsub.observe.Observer` hooks. :class:`DatabaseCollector` reads
@@ -68,7 +68,8 @@ def prometheus() -> ModuleType:
         import prometheus_client
     except ImportError as exc:
         raise ImproperlyConfigured(
-            "pgpubsub metrics need the prometheus-client package: pip install 'pgpubsub[metrics]'"
+            "pgpubsub metrics need the prometheus-client package: "
+            "pip install 'pgpubsub-django[metrics]'"
         ) from exc
     return prometheus_client
 

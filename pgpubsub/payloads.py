@@ -444,6 +444,9 @@ class RowDecoder:
                 field.model._meta.concrete_model is concrete,
             )
             for field in model._meta.concrete_fields
+            # Always true (a concrete field is one with a column); says so to
+            # django-stubs 6, which types Field.column as str | None.
+            if field.column is not None
         ]
         self._warned = False
 

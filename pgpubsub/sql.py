@@ -14,14 +14,27 @@ from psycopg import sql
 SQL_VERSION = 1
 
 
-def template(name: str) -> str:
-    """The text of a versioned SQL template from ``migrations_templates/``.
+# Where the versioned SQL templates are: inside the package in an installed
+# wheel (pyproject.toml maps the repository's migrations_templates/ there);
+# beside the package in a source checkout and an editable install.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATE_DIRS = (
+    _PACKAGE_DIR / "migrations_templates",
+    _PACKAGE_DIR.parent / "migrations_templates",
+)
 
-    The directory sits beside the package both in a source checkout and in an
-    installed wheel (see ``package-data`` in pyproject.toml).
-    """
-    path = Path(__file__).resolve().parent.parent / "migrations_templates" / f"{name}.sql"
-    return path.read_text(encoding="utf-8")
+
+def template(name: str) -> str:
+    """The text of a versioned SQL template, ``migrations_templates/<name>.sql``."""
+    for directory in TEMPLATE_DIRS:
+        path = directory / f"{name}.sql"
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    looked_in = " and ".join(str(directory) for directory in TEMPLATE_DIRS)
+    raise FileNotFoundError(
+        f"SQL template {name!r} not found: no {name}.sql in {looked_in}; "
+        "is the pgpubsub-django installation complete?"
+    )
 
 
 def listen(channel: str) -> sql.Composed:
@@ -84,3 +97,9 @@ SET attempts = attempts + 1,
 WHERE id = %(id)s
 RETURNING state
 """
+
+# The server's version as a number (150004 for 15.4, 180001 for 18.1) and as
+# the text it reports, for pgpubsub.server_version.
+SERVER_VERSION = (
+    "SELECT current_setting('server_version_num')::integer, current_setting('server_version')"
+)

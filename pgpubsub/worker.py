@@ -38,6 +38,7 @@ from .channel import BaseChannel, registry
 from .dispatch import CONNECTION_ERRORS, Dispatcher
 from .exceptions import ChannelNotFound
 from .observe import observers
+from .server_version import check_server_version
 
 logger = logging.getLogger("pgpubsub")
 
@@ -175,6 +176,8 @@ class Worker:
         # announced on this connection or found by the catch-up that follows.
         conn = psycopg.Connection.connect(**conninfo_params(self.using), autocommit=True)
         self.listen_conn = conn
+        with conn.cursor() as cursor:
+            check_server_version(cursor)
         for db_name in self.by_db_name:
             conn.execute(sql.listen(db_name))
         connections[self.using].close()

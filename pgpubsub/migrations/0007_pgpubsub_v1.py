@@ -13,6 +13,7 @@ import hashlib
 import django.utils.timezone
 from django.db import migrations, models
 
+from pgpubsub import server_version
 from pgpubsub.sql import template
 
 # 1.3.1's trigger (django-pgtrigger adds a hash suffix to the name).
@@ -34,6 +35,12 @@ END
 $pgpubsub$;
 UPDATE pgpubsub_notification SET created_at = now() WHERE created_at IS NULL;
 """
+
+
+def check_server_version(apps, schema_editor):
+    """Refuse a server older than pgpubsub supports before installing anything on it."""
+    with schema_editor.connection.cursor() as cursor:
+        server_version.check_server_version(cursor)
 
 
 def convert_legacy_rows(apps, schema_editor):
@@ -64,6 +71,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(check_server_version, migrations.RunPython.noop),
         migrations.RunSQL(DROP_LEGACY_TRIGGER, reverse_sql=migrations.RunSQL.noop),
         migrations.CreateModel(
             name='StoredPayload',

@@ -128,5 +128,5 @@ def test_missing_prometheus_client_names_the_extra(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "prometheus_client", raising=False)
     monkeypatch.setattr(builtins, "__import__", without_prometheus)
-    with pytest.raises(ImproperlyConfigured, match=r"pip install 'pgpubsub\[metrics\]'"):
+    with pytest.raises(ImproperlyConfigured, match=r"pip install 'pgpubsub-django\[metrics\]'"):
         metrics.PrometheusObserver(None)

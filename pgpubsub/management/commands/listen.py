@@ -100,7 +100,7 @@ class Command(BaseCommand):
             type=int,
             metavar="PORT",
             help="Serve Prometheus metrics at /metrics on this port (0: any free port, logged; "
-            "needs pip install 'pgpubsub[metrics]'). With --processes N, worker i serves on "
+            "needs pip install 'pgpubsub-django[metrics]'). With --processes N, worker i serves on "
             "PORT+i.",
         )
         parser.add_argument(
