@@ -54,16 +54,31 @@ LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
 
+# Claims the next batch of due notifications that have failed before: they
+# are processed guarded from then on (see CLAIM_AND_DELETE).
+CLAIM_RETRIES = """
+SELECT id, channel, payload::text, attempts, created_at
+FROM pgpubsub_notification
+WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND attempts > 0
+      AND available_at <= now()
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+
 # The optimistic claim: take and delete the next batch in one statement. The
 # listeners then run in the same transaction; if one raises, the whole
 # transaction rolls back (the rows come back untouched) and the batch is
 # claimed again with CLAIM and processed one savepoint per notification.
+# Notifications that have failed before are left to CLAIM_RETRIES: one that
+# failed once is likely to fail again, and an optimistic run would make the
+# listeners before the failing one run twice on every attempt.
 CLAIM_AND_DELETE = """
 DELETE FROM pgpubsub_notification
 WHERE id IN (
     SELECT id
     FROM pgpubsub_notification
-    WHERE id > %s AND channel = ANY(%s) AND state = 'pending'
+    WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND attempts = 0
       AND (available_at IS NULL OR available_at <= now())
     ORDER BY id
     LIMIT %s

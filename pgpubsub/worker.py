@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
 import select
@@ -252,12 +251,16 @@ class Worker:
         if broadcast:
             self.dispatcher.broadcast(broadcast)
         if durable:
-            self.dispatcher.drain(durable, self._stopping)
+            # Retries are left to the sweeps, which run when one falls due.
+            self.dispatcher.drain(durable, self._stopping, retries=False)
 
     def _stopping(self) -> bool:
         return self.stopping
 
     def _sweep(self) -> None:
-        self._next_sweep = time.monotonic() + self.poll_interval
-        self.dispatcher.next_retry = math.inf
-        self.dispatcher.drain(self.durable, self._stopping)
+        now = time.monotonic()
+        self._next_sweep = now + self.poll_interval
+        # Only the retries due now are taken by this drain; later ones keep
+        # their time, so a sweep between a failure and its retry never delays it.
+        self.dispatcher.retries_looked_for(now)
+        self.dispatcher.drain(self.durable, self._stopping, retries=True)

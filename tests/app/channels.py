@@ -67,3 +67,12 @@ class TicketChannel(TriggerChannel):
     model = "app.Ticket"
     lock_notifications = True
     max_attempts = 1
+
+
+@dataclass
+class RetryProbe(Channel):
+    """Durable, five attempts, one healthy and one always failing listener."""
+
+    label: str
+    lock_notifications = True
+    max_attempts = 5
