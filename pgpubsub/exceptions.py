@@ -53,3 +53,31 @@ class PayloadError(PgpubsubError, ValueError):
 
 class ListenerRegistrationError(PgpubsubError, TypeError):
     """A listener decorator was used in a way that cannot work."""
+
+
+class DatabaseConfigurationError(PgpubsubError):
+    """The database refused the worker's connection because of its settings.
+
+    A database that does not exist, an unknown role, a wrong password, no
+    ``pg_hba.conf`` entry: retrying cannot help, so the worker stops.
+    """
+
+    def __init__(self, alias: str, reason: str) -> None:
+        self.alias = alias
+        self.reason = reason
+        super().__init__(
+            f"cannot connect to database {alias!r} (configuration error): {reason}. "
+            f"Check DATABASES[{alias!r}] (NAME, USER, PASSWORD, HOST, PORT)."
+        )
+
+
+class DatabaseNotMigrated(PgpubsubError):
+    """pgpubsub's tables or SQL functions are not in the database: ``migrate`` has not run."""
+
+    def __init__(self, alias: str, database: str) -> None:
+        self.alias = alias
+        self.database = database
+        super().__init__(
+            f"pgpubsub's tables are not in database {database!r} (alias {alias!r}); "
+            "run `python manage.py migrate` first"
+        )

@@ -24,6 +24,19 @@ def template(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+# Whether pgpubsub's migrations have run: its outbox table and the publish
+# function of the current SQL version exist (bound: the function's name).
+SCHEMA_INSTALLED = """
+SELECT current_database(),
+       to_regclass('pgpubsub_notification') IS NOT NULL AND to_regproc(%s) IS NOT NULL
+"""
+
+
+def publish_function() -> str:
+    """The name of the publish function of the current SQL version."""
+    return f"pgpubsub_publish_v{SQL_VERSION}"
+
+
 def listen(channel: str) -> sql.Composed:
     return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
 

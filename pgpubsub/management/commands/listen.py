@@ -15,7 +15,7 @@ from pgpubsub.channel import BaseChannel, listeners_for, locate_channel
 from pgpubsub.exceptions import PgpubsubError
 from pgpubsub.health import serve_endpoints
 from pgpubsub.supervisor import Supervisor
-from pgpubsub.worker import Worker
+from pgpubsub.worker import Worker, preflight
 
 DEFAULT_LOGFORMAT = "%(asctime)s %(levelname).4s %(process)d %(message)s"
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
@@ -145,6 +145,12 @@ class Command(BaseCommand):
         if options["worker"] or processes == 1:
             self._run_worker(channels, options)
             return
+        # The workers would each fail on a bad database setting or a missing
+        # migration, and be restarted for ever: find out once, here.
+        try:
+            preflight(conf.database_alias())
+        except (PgpubsubError, ImproperlyConfigured) as exc:
+            raise CommandError(str(exc)) from exc
         code = Supervisor(
             lambda slot: self._worker_command(options, slot),
             processes,
