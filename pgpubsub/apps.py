@@ -18,7 +18,10 @@ class PgpubsubConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import checks
         from .channel import all_channel_classes
+
+        checks.register()
 
         for app_config in apps.get_app_configs():
             for module in ("channels", "listeners"):

@@ -228,6 +228,19 @@ class Dispatcher:
             self._cleanup_payloads()
 
     def _decode_message(self, channel: type[BaseChannel], payload: str) -> Message | None:
+        if not payload:
+            # A durable channel's wake-up: the code says broadcast, the
+            # database's trigger (or another process's code) says durable.
+            logger.error(
+                "pgpubsub: an empty wake-up NOTIFY arrived on %s, a broadcast channel: its "
+                "events are stored in the outbox by a trigger compiled while it had "
+                "lock_notifications = True; run `python manage.py makemigrations`, then "
+                "`python manage.py migrate`",
+                channel.name(),
+            )
+            for observer in observers():
+                observer.failed(channel.name(), None)
+            return None
         try:
             message = message_decoder.decode(payload)
             if message.ref is not None:

@@ -32,7 +32,7 @@ import re
 import select
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -151,8 +151,13 @@ class Worker:
         channels: Sequence[type[BaseChannel]] | None = None,
         *,
         using: str | None = None,
+        on_connected: Callable[[str, Sequence[type[BaseChannel]]], None] | None = None,
     ) -> None:
+        """``on_connected(using, channels)`` runs after each (re)connection and catch-up,
+        before the worker serves: ``manage.py listen`` passes
+        :func:`pgpubsub.drift.log_warnings` there."""
         self.using = using or conf.database_alias()
+        self.on_connected = on_connected
         selected = list(channels) if channels else list(registry)
         if not selected:
             raise ChannelNotFound(
@@ -201,6 +206,8 @@ class Worker:
                         self._connect()
                         connected = True
                         self._catch_up()
+                        if self.on_connected is not None:
+                            self.on_connected(self.using, self.channels)
                         backoff.reset()
                         logger.info(
                             "pgpubsub: worker %d ready, listening on %s", os.getpid(), self._names

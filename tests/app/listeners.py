@@ -241,3 +241,11 @@ def probe_healthy(label: str):
 def probe_failing(label: str):
     probe(f"failing {label}")
     raise RuntimeError(f"the probe {label} always fails")
+
+
+if os.environ.get("PGPUBSUB_TEST_UNMIGRATED_LISTENER") == "1":
+    # A listener added without makemigrations: its trigger is in no migration.
+
+    @pgpubsub.post_delete_listener(OrderChannel)
+    def order_deleted(old, new):
+        Delivery.objects.create(listener="order_deleted", key=old.reference)

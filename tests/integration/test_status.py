@@ -131,6 +131,12 @@ def test_status_says_when_pgpubsub_tables_are_missing():
     code, out, _ = run("status", "--check")
     assert code == 1
     assert "pgpubsub's tables are missing from the database; run migrate" in out
+    # No table, no count: the backlog and dead letters are unknown, not 0.
+    row = next(line for line in out.splitlines() if line.strip().startswith(OrderChannel.name()))
+    assert row.split()[2:7] == ["durable", "1", "-", "-", "-"]
+    data = json.loads(run("status", "--json")[1])
+    order = channel_json(data, OrderChannel)
+    assert order["pending"] is None and order["dead_letters"] is None
 
 
 def test_status_reports_backlog_and_dead_letters():

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgpubsub import conf, logs
+from pgpubsub import conf, drift, logs
 from pgpubsub.channel import BaseChannel, listeners_for, locate_channel
 from pgpubsub.exceptions import PgpubsubError
 from pgpubsub.health import serve_endpoints
@@ -169,7 +169,7 @@ class Command(BaseCommand):
         if options["metrics_port"] is not None:
             metrics = (options["metrics_addr"], options["metrics_port"])
         try:
-            worker = Worker(channels or None)
+            worker = Worker(channels or None, on_connected=drift.log_warnings)
             with serve_endpoints(using=worker.using, health=health, metrics=metrics):
                 worker.run()
         except (PgpubsubError, ImproperlyConfigured) as exc:
