@@ -1,5 +1,12 @@
 """pgpubsub's Django system checks (registered by :class:`pgpubsub.apps.PgpubsubConfig`).
 
+* ``pgpubsub.E001``: a listener cannot take the arguments its channel's
+  events are delivered with (a ``def bad(new)`` on a trigger channel). A
+  check rather than an exception at decoration time: an exception would
+  abort app loading in every process, web servers included, although only
+  the worker runs listeners; the check stops ``listen``, ``runserver``,
+  ``migrate`` and ``check`` with every bad listener listed at once and the
+  signature to write, and leaves the import alone.
 * ``pgpubsub.W002`` (tagged ``database``): drift between the code and the
   database ``PGPUBSUB_DATABASE`` that ``migrate`` alone would not fix (see
   :mod:`pgpubsub.drift`). Django runs database checks only for the
@@ -12,6 +19,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +27,74 @@ from django.core import checks
 from django.db import DatabaseError
 
 from . import conf, drift, status
+from .channel import Channel, Listener, TriggerChannel, registry
+from .exceptions import PgpubsubError
+
+#: Tag of pgpubsub's checks that need no database (``manage.py check --tag pgpubsub``).
+TAG = "pgpubsub"
+
+
+def _arguments(listener: Listener, pass_context: bool) -> tuple[list[str], bool]:
+    """The keyword arguments the worker calls ``listener`` with, and whether
+    ``context`` is among them."""
+    channel = listener.channel
+    trigger = issubclass(channel, TriggerChannel)
+    names = ["old", "new"] if trigger else []
+    if issubclass(channel, Channel):
+        names = list(channel.codec().field_names)
+    context = listener.wants_context or (pass_context and (listener.takes_kwargs or trigger))
+    return names, context
+
+
+def _signature_error(listener: Listener, pass_context: bool) -> checks.CheckMessage | None:
+    try:
+        signature = inspect.signature(listener.callback)
+        names, context = _arguments(listener, pass_context)
+    except (TypeError, ValueError):  # no signature to read (a builtin): nothing to check
+        return None
+    except PgpubsubError:  # a channel that cannot be used fails at start-up with its own error
+        return None
+    try:
+        signature.bind(**dict.fromkeys([*names, *(["context"] if context else [])]))
+    except TypeError as exc:
+        problem = str(exc)
+    else:
+        return None
+    channel = listener.channel
+    function = getattr(listener.callback, "__name__", "listener")
+    if issubclass(channel, TriggerChannel):
+        called = "the keyword arguments old and new"
+    else:
+        called = "its fields as keyword arguments" if names else "no arguments"
+    if context and not listener.wants_context:
+        # PGPUBSUB_PASS_CONTEXT_TO_LISTENERS makes context compulsory.
+        called += " and context (PGPUBSUB_PASS_CONTEXT_TO_LISTENERS is on)"
+        forms = f"{function}({', '.join([*names, 'context'])})"
+    else:
+        forms = f"{function}({', '.join(names)}) or {function}({', '.join([*names, 'context'])})"
+    return checks.Error(
+        f"{function}{signature} cannot take the events of {channel.name()}: {problem}",
+        hint=(
+            f"A listener of {channel.name()} is called with {called}: declare it as {forms}; "
+            "**kwargs is accepted too."
+        ),
+        obj=listener.name,
+        id="pgpubsub.E001",
+    )
+
+
+def listener_signatures_check(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """``pgpubsub.E001``: every listener can take the arguments of its channel's events."""
+    pass_context = conf.pass_context_to_listeners()
+    found = []
+    for listeners in registry.values():
+        for listener in listeners:
+            error = _signature_error(listener, pass_context)
+            if error is not None:
+                found.append(error)
+    return found
 
 
 def drift_check(
@@ -55,4 +131,5 @@ def drift_check(
 
 def register() -> None:
     """Register pgpubsub's checks with Django (idempotent)."""
+    checks.register(listener_signatures_check, TAG)
     checks.register(drift_check, checks.Tags.database)

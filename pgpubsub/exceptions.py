@@ -81,3 +81,13 @@ class DatabaseNotMigrated(PgpubsubError):
             f"pgpubsub's tables are not in database {database!r} (alias {alias!r}); "
             "run `python manage.py migrate` first"
         )
+
+
+class LateListenerWarning(RuntimeWarning):
+    """A listener was registered after Django's app loading, from a module of an app.
+
+    ``manage.py listen`` imports each installed app's ``channels`` and
+    ``listeners`` modules during app loading; a listener in a module imported
+    only later (by a view, say) is run by a worker only if something happens
+    to import that module in the worker's process too.
+    """

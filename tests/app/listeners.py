@@ -249,3 +249,11 @@ if os.environ.get("PGPUBSUB_TEST_UNMIGRATED_LISTENER") == "1":
     @pgpubsub.post_delete_listener(OrderChannel)
     def order_deleted(old, new):
         Delivery.objects.create(listener="order_deleted", key=old.reference)
+
+
+if os.environ.get("PGPUBSUB_TEST_BAD_SIGNATURE") == "1":
+    # A listener that cannot take old (system check tests).
+
+    @pgpubsub.post_insert_listener(AuthorChannel)
+    def bad_signature(new):
+        record("bad", None, new)
