@@ -7,6 +7,9 @@
   the worker runs listeners; the check stops ``listen``, ``runserver``,
   ``migrate`` and ``check`` with every bad listener listed at once and the
   signature to write, and leaves the import alone.
+* ``pgpubsub.W001``: an app migration whose triggers use pgpubsub's SQL
+  does not depend on the pgpubsub migration that installs it; the warning
+  gives the line to add (see :mod:`pgpubsub.migration_order`).
 * ``pgpubsub.W002`` (tagged ``database``): drift between the code and the
   database ``PGPUBSUB_DATABASE`` that ``migrate`` alone would not fix (see
   :mod:`pgpubsub.drift`). Django runs database checks only for the
@@ -26,7 +29,7 @@ from typing import Any
 from django.core import checks
 from django.db import DatabaseError
 
-from . import conf, drift, status
+from . import conf, drift, migration_order, status
 from .channel import Channel, Listener, TriggerChannel, registry
 from .exceptions import PgpubsubError
 
@@ -97,6 +100,37 @@ def listener_signatures_check(
     return found
 
 
+def migration_dependencies_check(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """``pgpubsub.W001``: app migrations using pgpubsub's SQL depend on its installer."""
+    found: list[checks.CheckMessage] = []
+    for missing in migration_order.missing_dependencies():
+        app_label, name = missing.migration
+        versions = ", ".join(str(version) for version in sorted(missing.versions))
+        where = missing.path or f"the migration {app_label}.{name}"
+        ordered = (
+            f"pgpubsub runs it after {missing.required[0]}.{missing.required[1]} all the "
+            "same; to make the order explicit, add"
+            if missing.ordered
+            else "pgpubsub cannot read its source to order it, so `migrate` may run it first "
+            "and fail at the first write of its table. Add"
+        )
+        found.append(
+            checks.Warning(
+                f"migration {app_label}.{name} installs triggers that use pgpubsub's SQL "
+                f"(version {versions}), which the migration {missing.required[0]}."
+                f"{missing.required[1]} installs, but it does not depend on that migration",
+                hint=(
+                    f"{ordered} this line to the dependencies of {where}:\n"
+                    f"    {missing.required!r},"
+                ),
+                id="pgpubsub.W001",
+            )
+        )
+    return found
+
+
 def drift_check(
     app_configs: Sequence[Any] | None = None,
     databases: Sequence[str] | None = None,
@@ -132,4 +166,5 @@ def drift_check(
 def register() -> None:
     """Register pgpubsub's checks with Django (idempotent)."""
     checks.register(listener_signatures_check, TAG)
+    checks.register(migration_dependencies_check, TAG)
     checks.register(drift_check, checks.Tags.database)

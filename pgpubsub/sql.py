@@ -6,12 +6,37 @@ always bound parameters.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from psycopg import sql
 
 #: The current version of the SQL installed by pgpubsub's migrations.
 SQL_VERSION = 1
+
+#: Each version of the SQL pgpubsub installs -> the pgpubsub migration that
+#: installs it. An app migration whose triggers use a version's objects must
+#: run after that migration: ``makemigrations`` writes the dependency, and
+#: the migration orders older files after it (``pgpubsub.migration_order``).
+#: A new version is a new template, a new migration, and one more entry here.
+SQL_MIGRATIONS: dict[int, str] = {
+    1: "0007_pgpubsub_v1",
+}
+
+# A call of one of pgpubsub's versioned functions: pgpubsub_publish_v1(...
+_VERSIONED_CALL = re.compile(r"\bpgpubsub_[a-z]+(?:_[a-z]+)*_v(\d+)\s*\(")
+# The set-based INSERT of a durable channel's statement trigger, which needs
+# the column defaults of pgpubsub_v1.sql. (The triggers of django-pgpubsub
+# 1.3.1 insert with VALUES and need nothing of version 1.)
+_V1_OUTBOX_INSERT = re.compile(r"INSERT INTO pgpubsub_notification \(channel, payload\)\s+SELECT\b")
+
+
+def sql_versions_used(text: str) -> set[int]:
+    """The versions of pgpubsub's SQL that trigger SQL (or any SQL text) uses."""
+    versions = {int(found) for found in _VERSIONED_CALL.findall(text)}
+    if _V1_OUTBOX_INSERT.search(text):
+        versions.add(1)
+    return versions
 
 
 def template(name: str) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import django.utils.timezone
 from django.db import migrations, models
 
+from pgpubsub.migration_order import InstallsSQL
 from pgpubsub.sql import template
 
 # 1.3.1's trigger (django-pgtrigger adds a hash suffix to the name).
@@ -57,7 +58,8 @@ def convert_legacy_rows(apps, schema_editor):
 
 
 
-class Migration(migrations.Migration):
+# InstallsSQL: runs before every app migration whose triggers use version 1.
+class Migration(InstallsSQL):
 
     dependencies = [
         ('pgpubsub', '0006_payload_stores_proper_jsonb'),
