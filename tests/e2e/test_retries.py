@@ -7,6 +7,7 @@ rolled back with the failure), so the tests count every call and its time.
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_a_notification_that_failed_once_is_retried_guarded(start_worker, tmp_pa
     """A healthy listener beside a failing one runs once per attempt, plus the
     optimistic run of the first attempt, not twice per attempt."""
     probe_file = tmp_path / "probe.txt"
-    start_worker(
+    worker = start_worker(
         extra_env={
             "PGPUBSUB_TEST_PROBE_FILE": str(probe_file),
             "PGPUBSUB_TEST_OPTIMISTIC": optimistic,
@@ -54,6 +55,12 @@ def test_a_notification_that_failed_once_is_retried_guarded(start_worker, tmp_pa
     # it guarded; every later attempt runs guarded only.
     first_attempt_runs = 2 if optimistic == "1" else 1
     assert len(failing) == len(healthy) == RetryProbe.max_attempts - 1 + first_attempt_runs
+    # The log line docs/worker.rst shows for a durable failure.
+    assert re.search(
+        r"\d ERRO \d+ pgpubsub: stored notification \d+ on channel tests\.app\.channels\."
+        r"RetryProbe failed in tests\.app\.listeners\.probe_failing\n",
+        worker.output,
+    )
 
 
 def test_retries_fire_when_due_whatever_the_poll_interval(start_worker, tmp_path):
