@@ -18,7 +18,11 @@ class PgpubsubConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import checks, migration_order
         from .channel import all_channel_classes
+
+        checks.register()
+        migration_order.install_autodetector()
 
         for app_config in apps.get_app_configs():
             for module in ("channels", "listeners"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
 import inspect
 import json
 import pydoc
@@ -208,10 +209,37 @@ def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
         # notify("app.channels.X", ...) is a hot path: resolve each path once.
         located = _located.get(channel)
         if located is None:
-            located = _check_channel(pydoc.locate(channel), channel)
+            try:
+                found = pydoc.locate(channel)
+            except pydoc.ErrorDuringImport as exc:
+                error = f"{getattr(exc.exc, '__name__', 'an error')}: {exc.value}"
+                raise ChannelNotFound(channel, f"importing it failed: {error}") from exc
+            if found is None:
+                raise ChannelNotFound(channel, _not_found_reason(channel))
+            located = _check_channel(found, channel)
             _located[channel] = located
         return located
     return _check_channel(channel, channel)
+
+
+def _not_found_reason(path: str) -> str:
+    """Why the dotted ``path`` names nothing: the module or the attribute that is missing."""
+    parts = path.split(".")
+    if len(parts) < 2:
+        return "give the dotted path of the class, e.g. 'myapp.channels.Greeting'"
+    for end in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:end])
+        try:
+            module: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for index in range(end, len(parts)):
+            if not hasattr(module, parts[index]):
+                if index < len(parts) - 1:
+                    return f"no module named {'.'.join(parts[: index + 1])!r}"
+                return f"{'.'.join(parts[:index])!r} has no attribute {parts[index]!r}"
+            module = getattr(module, parts[index])
+    return f"no module named {parts[0]!r}"
 
 
 _located: dict[str, type[BaseChannel]] = {}
@@ -220,6 +248,12 @@ _located: dict[str, type[BaseChannel]] = {}
 def _check_channel(located: object, given: object) -> type[BaseChannel]:
     if located is None:
         raise ChannelNotFound(given, "no such module attribute")
+    if isinstance(located, BaseChannel):
+        raise ChannelNotFound(
+            given,
+            f"an instance of {type(located).__name__}; pass the channel class itself "
+            f"({type(located).__name__})",
+        )
     if not (isinstance(located, type) and issubclass(located, BaseChannel)):
         raise ChannelNotFound(given, "not a Channel or TriggerChannel subclass")
     if located in (BaseChannel, Channel, TriggerChannel):

@@ -16,13 +16,17 @@ ran before the failure in the same batch run again in the replay. Their
 database effects happen once (the first run was rolled back); effects
 outside the database, such as an email, can happen twice.
 
-Guarded mode (``PGPUBSUB_OPTIMISTIC_BATCHES = False``, and every replay):
-each broadcast listener call runs in its own savepoint, each stored
-notification's listeners together in one.
+Guarded mode (``PGPUBSUB_OPTIMISTIC_BATCHES = False``, every replay, and
+every retry of a durable notification that has failed before): each
+broadcast listener call runs in its own savepoint, each stored
+notification's listeners together in one. A failed notification is likely
+to fail again, so its retries skip the optimistic run that would make the
+listeners before the failing one run twice per attempt.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -91,12 +95,23 @@ class Dispatcher:
         self._filter_provider: Any = None
         self._next_cleanup = 0.0
         self._current: str | None = None
-        #: monotonic time of the earliest retry scheduled by :meth:`drain`.
-        self.next_retry = math.inf
+        # A heap of the monotonic times at which the retries scheduled by
+        # this dispatcher fall due, so that each one is looked for on time.
+        self._retries_due: list[float] = []
         self.processed = 0
         self.failed = 0
 
     # -- helpers -----------------------------------------------------------
+
+    @property
+    def next_retry(self) -> float:
+        """The monotonic time of the earliest retry scheduled here and not yet looked for."""
+        return self._retries_due[0] if self._retries_due else math.inf
+
+    def retries_looked_for(self, now: float) -> None:
+        """Forget the retries due by ``now``: a drain with ``retries=True`` is taking them."""
+        while self._retries_due and self._retries_due[0] <= now:
+            heapq.heappop(self._retries_due)
 
     def listeners(self, channel: type[BaseChannel], trigger: str | None) -> list[Listener]:
         key = (channel, trigger)
@@ -213,6 +228,19 @@ class Dispatcher:
             self._cleanup_payloads()
 
     def _decode_message(self, channel: type[BaseChannel], payload: str) -> Message | None:
+        if not payload:
+            # A durable channel's wake-up: the code says broadcast, the
+            # database's trigger (or another process's code) says durable.
+            logger.error(
+                "pgpubsub: an empty wake-up NOTIFY arrived on %s, a broadcast channel: its "
+                "events are stored in the outbox by a trigger compiled while it had "
+                "lock_notifications = True; run `python manage.py makemigrations`, then "
+                "`python manage.py migrate`",
+                channel.name(),
+            )
+            for observer in observers():
+                observer.failed(channel.name(), None)
+            return None
         try:
             message = message_decoder.decode(payload)
             if message.ref is not None:
@@ -316,12 +344,17 @@ class Dispatcher:
         return self._filter_provider.get_filter() or Q()
 
     def _claim(
-        self, by_name: dict[str, type[BaseChannel]], after: int, extra: Q | None
+        self,
+        by_name: dict[str, type[BaseChannel]],
+        after: int,
+        extra: Q | None,
+        retries_only: bool = False,
     ) -> list[tuple[int, str, str, int, Any]]:
         names = list(by_name)
         if extra is None:
             with connections[self.using].cursor() as cursor:
-                cursor.execute(sql.CLAIM, [after, names, self.batch_size])
+                query = sql.CLAIM_RETRIES if retries_only else sql.CLAIM
+                cursor.execute(query, [after, names, self.batch_size])
                 return list(cursor.fetchall())
         queryset = (
             Notification.objects.using(self.using)
@@ -332,6 +365,7 @@ class Dispatcher:
                 state=Notification.PENDING,
             )
             .filter(extra)
+            .filter(**({"attempts__gt": 0} if retries_only else {}))
             .order_by("id")
             .select_for_update(skip_locked=True)
             .annotate(payload_text=Cast("payload", TextField()))
@@ -339,34 +373,63 @@ class Dispatcher:
         )
         return list(queryset[: self.batch_size])
 
-    def drain(self, channels: list[type[BaseChannel]], stopping: Callable[[], bool]) -> None:
+    def drain(
+        self,
+        channels: list[type[BaseChannel]],
+        stopping: Callable[[], bool],
+        *,
+        retries: bool = True,
+    ) -> None:
         """Process the stored notifications of durable channels until none are due.
 
         Claims go forward by id (keyset), so each claim reads only fresh index
         entries however large the backlog; notifications skipped because
         another worker holds them, or not yet due, are found by the next drain.
+
+        With optimistic batches, notifications that have failed before are
+        claimed by a guarded pass of their own, run only when ``retries`` is
+        true (the worker's sweeps, which also run when a retry falls due), so
+        a wake-up costs no extra query.
         """
         by_name = {channel.listen_safe_name(): channel for channel in channels}
+        # A listener filter is a Q over the ORM, so it always claims guarded.
+        if not self.optimistic or self._extra_filter() is not None:
+            self._drain_pass(by_name, stopping, self._drain_guarded)
+            return
+        self._drain_pass(by_name, stopping, self._drain_first_attempts)
+        if retries:
+            self._drain_pass(by_name, stopping, self._drain_retries)
+
+    def _drain_pass(
+        self,
+        by_name: dict[str, type[BaseChannel]],
+        stopping: Callable[[], bool],
+        claim: Callable[[dict[str, type[BaseChannel]], int, Q | None], list[Any]],
+    ) -> None:
+        """Claim and process batches with ``claim`` from the lowest id up, until none is left."""
         after = 0
-        guarded = not self.optimistic
         while not stopping():
-            # A listener filter is a Q over the ORM, so it always claims guarded.
-            extra = self._extra_filter()
-            if guarded or extra is not None:
-                rows = self._drain_guarded(by_name, after, extra)
-                guarded = not self.optimistic
-            else:
-                try:
-                    rows = self._drain_optimistic(by_name, after)
-                except _Rollback:
-                    logger.debug("pgpubsub: a durable batch failed; replaying it guarded")
-                    guarded = True
-                    continue
+            rows = claim(by_name, after, self._extra_filter())
             if not rows:
                 return
             after = rows[-1][0]
             if len(rows) < self.batch_size:
                 return
+
+    def _drain_first_attempts(
+        self, by_name: dict[str, type[BaseChannel]], after: int, extra: Q | None
+    ) -> list[Any]:
+        """An optimistic batch of notifications never tried; replayed guarded if one fails."""
+        try:
+            return self._drain_optimistic(by_name, after)
+        except _Rollback:
+            logger.debug("pgpubsub: a durable batch failed; replaying it guarded")
+            return self._drain_guarded(by_name, after, extra)
+
+    def _drain_retries(
+        self, by_name: dict[str, type[BaseChannel]], after: int, extra: Q | None
+    ) -> list[Any]:
+        return self._drain_guarded(by_name, after, extra, retries_only=True)
 
     def _drain_optimistic(self, by_name: dict[str, type[BaseChannel]], after: int) -> list[Any]:
         """Claim, delete and process a batch in one transaction with no savepoint."""
@@ -392,11 +455,15 @@ class Dispatcher:
         return rows
 
     def _drain_guarded(
-        self, by_name: dict[str, type[BaseChannel]], after: int, extra: Q | None
+        self,
+        by_name: dict[str, type[BaseChannel]],
+        after: int,
+        extra: Q | None,
+        retries_only: bool = False,
     ) -> list[Any]:
         """Claim a batch and process each notification in its own savepoint."""
         with transaction.atomic(using=self.using):
-            rows = self._claim(by_name, after, extra)
+            rows = self._claim(by_name, after, extra, retries_only)
             self._report_received(by_name, rows)
             done = []
             for notification_id, name, payload, attempts, created_at in rows:
@@ -489,6 +556,6 @@ class Dispatcher:
             for observer in observers():
                 observer.dead_lettered(channel.name())
         else:
-            self.next_retry = min(self.next_retry, time.monotonic() + delay)
+            heapq.heappush(self._retries_due, time.monotonic() + delay)
             for observer in observers():
                 observer.retried(channel.name())

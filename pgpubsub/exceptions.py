@@ -66,3 +66,41 @@ class UnsupportedServerError(PgpubsubError, RuntimeError):
             f"PostgreSQL {server_version}; upgrade the server (the supported versions "
             "are listed in the quickstart's Requirements)"
         )
+
+
+class DatabaseConfigurationError(PgpubsubError):
+    """The database refused the worker's connection because of its settings.
+
+    A database that does not exist, an unknown role, a wrong password, no
+    ``pg_hba.conf`` entry: retrying cannot help, so the worker stops.
+    """
+
+    def __init__(self, alias: str, reason: str) -> None:
+        self.alias = alias
+        self.reason = reason
+        super().__init__(
+            f"cannot connect to database {alias!r} (configuration error): {reason}. "
+            f"Check DATABASES[{alias!r}] (NAME, USER, PASSWORD, HOST, PORT)."
+        )
+
+
+class DatabaseNotMigrated(PgpubsubError):
+    """pgpubsub's tables or SQL functions are not in the database: ``migrate`` has not run."""
+
+    def __init__(self, alias: str, database: str) -> None:
+        self.alias = alias
+        self.database = database
+        super().__init__(
+            f"pgpubsub's tables are not in database {database!r} (alias {alias!r}); "
+            "run `python manage.py migrate` first"
+        )
+
+
+class LateListenerWarning(RuntimeWarning):
+    """A listener was registered after Django's app loading, from a module of an app.
+
+    ``manage.py listen`` imports each installed app's ``channels`` and
+    ``listeners`` modules during app loading; a listener in a module imported
+    only later (by a view, say) is run by a worker only if something happens
+    to import that module in the worker's process too.
+    """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .channel import BaseChannel, locate_channel
+from .drift import log_warnings
 from .worker import Worker
 
 
@@ -21,4 +22,4 @@ def listen(
     and the worker reconnects by itself after connection failures.
     """
     located = [locate_channel(channel) for channel in channels or []]
-    Worker(located or None).run()
+    Worker(located or None, on_connected=log_warnings).run()

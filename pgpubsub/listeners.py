@@ -10,19 +10,22 @@ returns the function unchanged.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 import pgtrigger
+from django.apps import apps
 from django.db.models import Q
 
 from .channel import (
     BaseChannel,
     TriggerChannel,
+    listeners_for,
     locate_channel,
     register_listener,
 )
-from .exceptions import ListenerRegistrationError
+from .exceptions import LateListenerWarning, ListenerRegistrationError
 from .triggers import DECORATOR_KEYS, ChannelTrigger, Notify, trigger_key
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +34,58 @@ ChannelRef = type[BaseChannel] | str
 # (channel, timing, operation) -> the one trigger object for it, so that
 # several listeners on one channel and operation share one trigger.
 _channel_triggers: dict[tuple[type[BaseChannel], str, str], ChannelTrigger] = {}
+
+
+def _register(
+    channel: type[BaseChannel],
+    callback: Callable[..., Any],
+    *,
+    triggers: frozenset[str] | None,
+    keys: frozenset[str] | None,
+) -> None:
+    """Register a decorated listener; warn if it is new and registered after app loading."""
+    known = {(listener.name, listener.triggers) for listener in listeners_for(channel)}
+    registered = register_listener(channel, callback, triggers=triggers, keys=keys)
+    if (registered.name, registered.triggers) not in known:
+        _warn_if_registered_late(callback)
+
+
+def _warn_if_registered_late(callback: Callable[..., Any]) -> None:
+    """Warn about a listener registered after app loading from a module of an installed app.
+
+    Listeners registered during app loading (from ``listeners.py``, or any
+    module it or an ``AppConfig.ready()`` imports) are in every process, the
+    worker's included. One registered later was imported by something else
+    (a view, a task module), which the worker may never import. Test modules
+    (a ``tests`` package, ``test*`` modules) and modules outside the
+    installed apps (scripts that register listeners and run a worker
+    themselves) are left alone.
+    """
+    if not apps.ready:
+        return
+    module = getattr(callback, "__module__", None) or ""
+    parts = module.split(".")
+    if any(part == "tests" or part.startswith("test") for part in parts[1:]):
+        return
+    app = next(
+        (
+            config
+            for config in apps.get_app_configs()
+            if module == config.name or module.startswith(config.name + ".")
+        ),
+        None,
+    )
+    if app is None:
+        return
+    warnings.warn(
+        f"listener {module}.{getattr(callback, '__qualname__', callback)} was registered after "
+        f"Django's app loading, when {module} was imported: `manage.py listen` imports each "
+        "installed app's listeners.py at start-up, so a worker runs this listener only if "
+        f"something else imports {module} in its process. Declare it in {app.name}.listeners, "
+        "or import its module from there.",
+        LateListenerWarning,
+        stacklevel=4,
+    )
 
 
 def listener(channel: ChannelRef) -> Callable[[F], F]:
@@ -44,7 +99,7 @@ def listener(channel: ChannelRef) -> Callable[[F], F]:
     channel_cls.validate()
 
     def decorate(callback: F) -> F:
-        register_listener(channel_cls, callback, triggers=None)
+        _register(channel_cls, callback, triggers=None, keys=None)
         return callback
 
     return decorate
@@ -84,7 +139,7 @@ def _operation_listener(
     keys = frozenset(trigger_key(trigger) for trigger in triggers)
 
     def decorate(callback: F) -> F:
-        register_listener(channel_cls, callback, triggers=pgids, keys=keys)
+        _register(channel_cls, callback, triggers=pgids, keys=keys)
         return callback
 
     return decorate
@@ -164,7 +219,7 @@ def trigger_listener(channel: ChannelRef, trigger: pgtrigger.Trigger) -> Callabl
     pgid = trigger.get_pgid(model)
 
     def decorate(callback: F) -> F:
-        register_listener(
+        _register(
             channel_cls,
             callback,
             triggers=frozenset({pgid}),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +32,8 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: 
 
     Returns the JSON-encoded fields.
     """
+    if isinstance(channel, BaseChannel):
+        raise _instance_given(channel)
     channel_cls = locate_channel(channel)
     if not issubclass(channel_cls, Channel):
         raise NotifyError(
@@ -51,6 +55,19 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: 
         raise
     logger.debug("pgpubsub: notified %s (%d bytes)", channel_cls.name(), len(encoded))
     return encoded.decode()
+
+
+def _instance_given(instance: BaseChannel) -> NotifyError:
+    cls = type(instance)
+    fields = ", ".join(
+        f"{field.name}={reprlib.repr(getattr(instance, field.name, None))}"
+        for field in dataclasses.fields(instance)
+    )
+    return NotifyError(
+        cls.name(),
+        f"notify() was given an instance of {cls.name()}; pass the channel class and the "
+        f"fields as keywords: notify({cls.__name__}, {fields})",
+    )
 
 
 _CURSOR_ATTR = "_pgpubsub_notify_cursor"

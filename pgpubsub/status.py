@@ -148,12 +148,23 @@ class Status:
                 if trigger.state in (MISSING, OUTDATED):
                     found.append(
                         f"trigger {trigger.name} of {channel.name} on {trigger.table} is "
-                        f"{trigger.state}" + (f" ({trigger.detail})" if trigger.detail else "")
+                        f"{trigger.state}"
+                        + (
+                            f" ({trigger.detail}; run migrate (or makemigrations first))"
+                            if trigger.detail
+                            else ""
+                        )
                     )
                 elif trigger.enabled is False:
                     found.append(
                         f"trigger {trigger.name} of {channel.name} on {trigger.table} is disabled"
                     )
+        for channel in self.channels:
+            if not channel.durable and channel.pending:
+                found.append(
+                    f"{channel.name} is a broadcast channel with {channel.pending} stored "
+                    "notification(s) pending, which no worker processes"
+                )
         for orphan in self.orphaned_triggers:
             found.append(
                 f"orphaned trigger {orphan.pgid} on {orphan.table} "
@@ -275,7 +286,8 @@ def collect(using: str | None = None) -> Status:
         durable = bool(channel.lock_notifications)
         pending = dead = None
         oldest_age = None
-        if durable or entry is not None:
+        # Without the tables there is no backlog to count: "-", not 0.
+        if (durable or entry is not None) and not tables_missing:
             entry = entry or {"pending": 0, "dead": 0, "oldest_pending": None}
             pending, dead = entry["pending"], entry["dead"]
             if entry["oldest_pending"] is not None:
@@ -363,7 +375,7 @@ def _trigger_status(
         differences.append("its function body differs from the code's")
     if differences:
         status.state = OUTDATED
-        status.detail = "; ".join(differences) + "; run migrate (or makemigrations first)"
+        status.detail = "; ".join(differences)
     return status
 
 

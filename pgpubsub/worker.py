@@ -13,21 +13,26 @@ claimed from the outbox in batches, and the listeners' database effects
 commit exactly once together with the notification's removal.
 
 On any connection loss the worker reconnects with backoff, LISTENs again and
-catches up on stored notifications. SIGTERM and SIGINT make it finish the
-batch in hand and return.
+catches up on stored notifications. Before its first connection has
+succeeded, a connection the database refuses for its settings (a database
+that does not exist, a wrong role or password) is not retried:
+:class:`~pgpubsub.exceptions.DatabaseConfigurationError` is raised, and so
+is :class:`~pgpubsub.exceptions.DatabaseNotMigrated` when pgpubsub's
+migrations have not run. SIGTERM and SIGINT make it finish the batch in
+hand and return.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
+import re
 import select
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -36,7 +41,7 @@ from django.db import connections
 from . import conf, sql
 from .channel import BaseChannel, registry
 from .dispatch import CONNECTION_ERRORS, Dispatcher
-from .exceptions import ChannelNotFound
+from .exceptions import ChannelNotFound, DatabaseConfigurationError, DatabaseNotMigrated
 from .observe import observers
 from .server_version import check_server_version
 
@@ -61,6 +66,65 @@ def conninfo_params(using: str) -> dict[str, Any]:
     params.setdefault("keepalives_interval", 10)
     params.setdefault("keepalives_count", 3)
     return params
+
+
+# How PostgreSQL and libpq word the refusals of a connection that retrying
+# cannot fix: SQLSTATE classes 28 (invalid authorization: unknown role, wrong
+# password, no pg_hba.conf entry, role without LOGIN) and 3D (no such
+# database), and a database the role may not connect to. psycopg does not
+# give the SQLSTATE of an error raised while connecting, so the (English)
+# message is all there is; a message in another language is retried like
+# any other connection failure.
+_CONFIGURATION_ERRORS = re.compile(
+    r"authentication failed for user"
+    r'|role "[^"]*" does not exist'
+    r"|no pg_hba\.conf entry for"
+    r"|is not permitted to log in"
+    r"|no password supplied"
+    r'|database "[^"]*" does not exist'
+    r"|permission denied for database"
+)
+
+
+def configuration_error(exc: BaseException) -> str | None:
+    """The reason, when ``exc`` is a connection refused for its settings; else ``None``."""
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
+    text = str(exc)
+    if (sqlstate and sqlstate[:2] in ("28", "3D")) or _CONFIGURATION_ERRORS.search(text):
+        # psycopg's: "connection failed: connection to server at ... failed: FATAL:  ..."
+        reason = re.sub(r"\s+", " ", text).strip().removeprefix("connection failed: ")
+        return reason or type(exc).__name__
+    return None
+
+
+def check_migrated(conn: psycopg.Connection[Any], using: str) -> None:
+    """Raise :class:`DatabaseNotMigrated` when pgpubsub's migrations have not run on ``conn``."""
+    row = conn.execute(sql.SCHEMA_INSTALLED, [sql.publish_function()]).fetchone()
+    assert row is not None
+    database, installed = row
+    if not installed:
+        raise DatabaseNotMigrated(using, database)
+
+
+def preflight(using: str) -> None:
+    """Fail fast, before starting workers, on what no retry can fix.
+
+    Raises :class:`DatabaseConfigurationError` when the database refuses the
+    connection for its settings and :class:`DatabaseNotMigrated` when
+    pgpubsub's migrations have not run. Any other connection failure is left
+    to the workers, which retry.
+    """
+    params = conninfo_params(using)
+    params["application_name"] = "pgpubsub-preflight"
+    try:
+        conn = psycopg.Connection.connect(**params, autocommit=True)
+    except psycopg.OperationalError as exc:
+        reason = configuration_error(exc)
+        if reason is not None:
+            raise DatabaseConfigurationError(using, reason) from exc
+        return
+    with conn:
+        check_migrated(conn, using)
 
 
 class Backoff:
@@ -88,8 +152,13 @@ class Worker:
         channels: Sequence[type[BaseChannel]] | None = None,
         *,
         using: str | None = None,
+        on_connected: Callable[[str, Sequence[type[BaseChannel]]], None] | None = None,
     ) -> None:
+        """``on_connected(using, channels)`` runs after each (re)connection and catch-up,
+        before the worker serves: ``manage.py listen`` passes
+        :func:`pgpubsub.drift.log_warnings` there."""
         self.using = using or conf.database_alias()
+        self.on_connected = on_connected
         selected = list(channels) if channels else list(registry)
         if not selected:
             raise ChannelNotFound(
@@ -130,12 +199,16 @@ class Worker:
         handlers = self._signal_handlers() if install_signal_handlers else contextlib.nullcontext()
         backoff = Backoff()
         self._names = ", ".join(channel.name() for channel in self.channels)
+        connected = False
         with handlers:
             try:
                 while not self.stopping:
                     try:
                         self._connect()
+                        connected = True
                         self._catch_up()
+                        if self.on_connected is not None:
+                            self.on_connected(self.using, self.channels)
                         backoff.reset()
                         logger.info(
                             "pgpubsub: worker %d ready, listening on %s", os.getpid(), self._names
@@ -146,9 +219,14 @@ class Worker:
                     except CONNECTION_ERRORS as exc:
                         if self.stopping:
                             break
+                        reason = configuration_error(exc)
+                        if not connected and reason is not None:
+                            raise DatabaseConfigurationError(self.using, reason) from exc
                         delay = backoff.next()
                         logger.warning(
-                            "pgpubsub: database connection lost (%s); reconnecting in %.1fs",
+                            "pgpubsub: database connection lost (%s); reconnecting in %.1fs"
+                            if connected
+                            else "pgpubsub: cannot connect to the database (%s); retrying in %.1fs",
                             str(exc).strip() or type(exc).__name__,
                             delay,
                         )
@@ -178,6 +256,7 @@ class Worker:
         self.listen_conn = conn
         with conn.cursor() as cursor:
             check_server_version(cursor)
+        check_migrated(conn, self.using)
         for db_name in self.by_db_name:
             conn.execute(sql.listen(db_name))
         connections[self.using].close()
@@ -255,12 +334,16 @@ class Worker:
         if broadcast:
             self.dispatcher.broadcast(broadcast)
         if durable:
-            self.dispatcher.drain(durable, self._stopping)
+            # Retries are left to the sweeps, which run when one falls due.
+            self.dispatcher.drain(durable, self._stopping, retries=False)
 
     def _stopping(self) -> bool:
         return self.stopping
 
     def _sweep(self) -> None:
-        self._next_sweep = time.monotonic() + self.poll_interval
-        self.dispatcher.next_retry = math.inf
-        self.dispatcher.drain(self.durable, self._stopping)
+        now = time.monotonic()
+        self._next_sweep = now + self.poll_interval
+        # Only the retries due now are taken by this drain; later ones keep
+        # their time, so a sweep between a failure and its retry never delays it.
+        self.dispatcher.retries_looked_for(now)
+        self.dispatcher.drain(self.durable, self._stopping, retries=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,3 +133,23 @@ def listen_conn(transactional_db: None) -> Iterator[psycopg.Connection[Any]]:
     conn = psycopg.connect(db_url(), autocommit=True)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A libpq URL of a new, empty database on the test server (dropped afterwards)."""
+    name = f"pgpubsub_empty_{uuid.uuid4().hex[:10]}"
+    server = os.environ["DATABASE_URL"]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server, dbname=name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            # Also drops the test databases Django made from it (manage.py test).
+            for dbname in (name, f"test_{name}"):
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(dbname)
+                    )
+                )

@@ -14,6 +14,7 @@ import django.utils.timezone
 from django.db import migrations, models
 
 from pgpubsub import server_version
+from pgpubsub.migration_order import InstallsSQL
 from pgpubsub.sql import template
 
 # 1.3.1's trigger (django-pgtrigger adds a hash suffix to the name).
@@ -64,7 +65,8 @@ def convert_legacy_rows(apps, schema_editor):
 
 
 
-class Migration(migrations.Migration):
+# InstallsSQL: runs before every app migration whose triggers use version 1.
+class Migration(InstallsSQL):
 
     dependencies = [
         ('pgpubsub', '0006_payload_stores_proper_jsonb'),

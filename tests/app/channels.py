@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from pgpubsub import Channel, TriggerChannel
@@ -22,7 +23,9 @@ class PostChannel(TriggerChannel):
 @dataclass
 class OrderChannel(TriggerChannel):
     model = Order
-    lock_notifications = True
+    # A worker started with this variable set has code that says broadcast
+    # while the database's trigger says durable (drift tests).
+    lock_notifications = os.environ.get("PGPUBSUB_TEST_ORDER_BROADCAST") != "1"
 
 
 @dataclass
@@ -67,3 +70,12 @@ class TicketChannel(TriggerChannel):
     model = "app.Ticket"
     lock_notifications = True
     max_attempts = 1
+
+
+@dataclass
+class RetryProbe(Channel):
+    """Durable, five attempts, one healthy and one always failing listener."""
+
+    label: str
+    lock_notifications = True
+    max_attempts = 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from typing import Any
 
 import pgtrigger
@@ -21,6 +22,7 @@ from .channels import (
     PostChannel,
     ProfileChannel,
     RestaurantChannel,
+    RetryProbe,
     Sized,
     TicketChannel,
 )
@@ -217,3 +219,41 @@ def author_any_event(**kwargs):
     when PGPUBSUB_PASS_CONTEXT_TO_LISTENERS is on."""
     if kwargs.get("context"):
         Delivery.objects.create(listener="author_any_event", key="ctx", data=kwargs["context"])
+
+
+def probe(event: str) -> None:
+    """Append ``event`` and the time to ``$PGPUBSUB_TEST_PROBE_FILE``.
+
+    A file, not a table: the calls of a failing notification are rolled back.
+    """
+    path = os.environ.get("PGPUBSUB_TEST_PROBE_FILE")
+    if path:
+        with open(path, "a", encoding="utf-8") as probe_file:
+            probe_file.write(f"{event} {time.time():.6f}\n")
+
+
+@pgpubsub.listener(RetryProbe)
+def probe_healthy(label: str):
+    probe(f"healthy {label}")
+
+
+@pgpubsub.listener(RetryProbe)
+def probe_failing(label: str):
+    probe(f"failing {label}")
+    raise RuntimeError(f"the probe {label} always fails")
+
+
+if os.environ.get("PGPUBSUB_TEST_UNMIGRATED_LISTENER") == "1":
+    # A listener added without makemigrations: its trigger is in no migration.
+
+    @pgpubsub.post_delete_listener(OrderChannel)
+    def order_deleted(old, new):
+        Delivery.objects.create(listener="order_deleted", key=old.reference)
+
+
+if os.environ.get("PGPUBSUB_TEST_BAD_SIGNATURE") == "1":
+    # A listener that cannot take old (system check tests).
+
+    @pgpubsub.post_insert_listener(AuthorChannel)
+    def bad_signature(new):
+        record("bad", None, new)

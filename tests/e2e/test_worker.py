@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 
 import pytest
 from django.db import connection, transaction
@@ -33,14 +34,18 @@ def wait_deliveries(count: int, listener: str | None = None, timeout: float = 20
     wait_for(enough, timeout, what=f"{count} deliveries to {listener or 'any listener'}")
 
 
-def sentinel() -> None:
-    """Send a notification and wait for it: everything sent before it has been handled."""
-    pgpubsub.notify(Greeting, message="sentinel")
-    # Its own delivery, not any earlier one of the same listener.
+def sentinel() -> str:
+    """Send a notification and wait for it: everything sent before it has been handled.
+
+    Returns its message; the Greeting listeners receive it like any other.
+    """
+    message = f"sentinel-{uuid.uuid4().hex[:8]}"
+    pgpubsub.notify(Greeting, message=message)
     wait_for(
-        lambda: Delivery.objects.filter(listener="greet_second", key="sentinel").exists(),
-        what="the sentinel's delivery",
+        lambda: Delivery.objects.filter(listener="greet_second", key=message).exists(),
+        what="the sentinel",
     )
+    return message
 
 
 def test_each_decorator_receives_only_its_operation(start_worker):
@@ -109,8 +114,8 @@ def test_notify_committed_and_rolled_back(start_worker):
     with transaction.atomic():
         pgpubsub.notify(Greeting, message="kept-too", count=3)
     wait_deliveries(2, "greet")
-    sentinel()
-    assert deliveries("greet") == [("greet", "kept"), ("greet", "kept-too"), ("greet", "sentinel")]
+    last = sentinel()
+    assert deliveries("greet") == [("greet", "kept"), ("greet", "kept-too"), ("greet", last)]
 
 
 def test_hostile_strings_are_delivered_verbatim(start_worker):

@@ -11,6 +11,7 @@ import sys
 import psycopg
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 
 import pgpubsub
@@ -131,6 +132,12 @@ def test_status_says_when_pgpubsub_tables_are_missing():
     code, out, _ = run("status", "--check")
     assert code == 1
     assert "pgpubsub's tables are missing from the database; run migrate" in out
+    # No table, no count: the backlog and dead letters are unknown, not 0.
+    row = next(line for line in out.splitlines() if line.strip().startswith(OrderChannel.name()))
+    assert row.split()[2:7] == ["durable", "1", "-", "-", "-"]
+    data = json.loads(run("status", "--json")[1])
+    order = channel_json(data, OrderChannel)
+    assert order["pending"] is None and order["dead_letters"] is None
 
 
 def test_status_reports_backlog_and_dead_letters():
@@ -237,13 +244,40 @@ def test_deadletters_list_retry_and_purge():
     )
     assert not Notification.objects.filter(pk=greeting.pk).exists()
     # Pending notifications are never purged.
-    assert run("deadletters", "purge")[1].startswith("Purged 0")
+    assert run("deadletters", "purge", "--all")[1].startswith("Purged 0")
     assert Notification.objects.filter(pk=pending.pk).exists()
     assert run("deadletters", "list")[1].strip() == "No dead letters."
 
 
 def test_deadletters_reject_an_unknown_channel():
-    from django.core.management.base import CommandError
-
     with pytest.raises(CommandError, match=r"tests\.app\.channels\.Nope"):
         call_command("pgpubsub", "deadletters", "list", "--channel", "tests.app.channels.Nope")
+
+
+class Terminal(io.StringIO):
+    """A standard input that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_purging_every_dead_letter_needs_all_or_a_yes(monkeypatch):
+    for message in ("a", "b"):
+        Notification.objects.create(
+            channel=DurableGreeting.listen_safe_name(),
+            payload={"kwargs": {"message": message}},
+            state=Notification.DEAD,
+        )
+    # Not on a terminal: refused, nothing deleted.
+    with pytest.raises(CommandError, match="add --all to do that"):
+        call_command("pgpubsub", "deadletters", "purge")
+    assert Notification.objects.filter(state="dead").count() == 2
+    # On a terminal: asked.
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "n")
+    assert run("deadletters", "purge")[1].strip() == "Nothing purged."
+    assert asked == ["Purge all 2 dead letter(s) of every channel? [y/N] "]
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert "Purged 2 dead letter(s)." in run("deadletters", "purge")[1]
+    assert not Notification.objects.exists()

@@ -11,6 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
+        ('pgpubsub', '0007_pgpubsub_v1'),
     ]
 
     operations = [

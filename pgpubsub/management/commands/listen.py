@@ -10,12 +10,12 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgpubsub import conf, logs
+from pgpubsub import conf, drift, logs
 from pgpubsub.channel import BaseChannel, listeners_for, locate_channel
 from pgpubsub.exceptions import PgpubsubError
 from pgpubsub.health import serve_endpoints
 from pgpubsub.supervisor import Supervisor
-from pgpubsub.worker import Worker
+from pgpubsub.worker import Worker, preflight
 
 DEFAULT_LOGFORMAT = "%(asctime)s %(levelname).4s %(process)d %(message)s"
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
@@ -145,6 +145,12 @@ class Command(BaseCommand):
         if options["worker"] or processes == 1:
             self._run_worker(channels, options)
             return
+        # The workers would each fail on a bad database setting or a missing
+        # migration, and be restarted for ever: find out once, here.
+        try:
+            preflight(conf.database_alias())
+        except (PgpubsubError, ImproperlyConfigured) as exc:
+            raise CommandError(str(exc)) from exc
         code = Supervisor(
             lambda slot: self._worker_command(options, slot),
             processes,
@@ -163,7 +169,7 @@ class Command(BaseCommand):
         if options["metrics_port"] is not None:
             metrics = (options["metrics_addr"], options["metrics_port"])
         try:
-            worker = Worker(channels or None)
+            worker = Worker(channels or None, on_connected=drift.log_warnings)
             with serve_endpoints(using=worker.using, health=health, metrics=metrics):
                 worker.run()
         except (PgpubsubError, ImproperlyConfigured) as exc:

@@ -6,7 +6,7 @@ Subcommands::
     pgpubsub health [--min-workers N] [--timeout SECONDS]
     pgpubsub deadletters list  [--channel PATH ...] [--id N ...] [--json]
     pgpubsub deadletters retry [--channel PATH ...] [--id N ...]
-    pgpubsub deadletters purge [--channel PATH ...] [--id N ...] [--older-than SECONDS]
+    pgpubsub deadletters purge [--channel PATH ...] [--id N ...] [--older-than SECONDS] [--all]
 
 Each takes ``--database ALIAS`` (default ``PGPUBSUB_DATABASE``).
 """
@@ -126,6 +126,12 @@ class Command(BaseCommand):
                     metavar="SECONDS",
                     help="Only dead letters created more than SECONDS ago.",
                 )
+                action.add_argument(
+                    "--all",
+                    action="store_true",
+                    help="Purge every dead letter of every channel (needed when no --channel, "
+                    "--id or --older-than narrows the selection; asked for interactively).",
+                )
             database(action)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -191,6 +197,17 @@ class Command(BaseCommand):
 
     # -- dead letters --------------------------------------------------------
 
+    def _confirm_purge_all(self, alias: str) -> bool:
+        """Whether the user confirms purging every dead letter (asked only on a terminal)."""
+        if not sys.stdin.isatty():
+            raise CommandError(
+                "purge with no --channel, --id or --older-than deletes every dead letter of "
+                "every channel; add --all to do that"
+            )
+        count = outbox.dead_letters(using=alias).count()
+        answer = input(f"Purge all {count} dead letter(s) of every channel? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
     def deadletters(self, alias: str, options: dict[str, Any]) -> None:
         channels = options["channel"]
         ids = options["ids"]
@@ -203,6 +220,10 @@ class Command(BaseCommand):
             older = options["older_than"]
             if older is not None and older < 0:
                 raise CommandError(f"--older-than must be >= 0, got {older}")
+            unfiltered = channels is None and ids is None and older is None
+            if unfiltered and not options["all"] and not self._confirm_purge_all(alias):
+                self.stdout.write("Nothing purged.")
+                return
             count = outbox.purge_dead_letters(
                 channels,
                 ids=ids,

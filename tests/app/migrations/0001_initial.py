@@ -15,6 +15,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
+        ('pgpubsub', '0007_pgpubsub_v1'),
     ]
 
     operations = [
