@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import json
 import pydoc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from django.apps import apps
@@ -288,6 +288,21 @@ def register_listener(
 
 def listeners_for(channel: type[BaseChannel]) -> list[Listener]:
     return registry.get(channel, [])
+
+
+def registered_channels(
+    channels: Iterable[type[BaseChannel]] | None = None,
+) -> list[type[BaseChannel]]:
+    """The channels that have listeners, in registration order.
+
+    With ``channels``, only those that are one of them or a subclass of one:
+    ``listen --channels X`` and ``process_stored_notifications([X])`` take
+    X's subclasses too, as django-pgpubsub 1.3.1 did.
+    """
+    if channels is None:
+        return list(registry)
+    wanted = tuple(channels)
+    return [channel for channel in registry if issubclass(channel, wanted)]
 
 
 TX_ABORTED_ERROR_MESSAGE = "current transaction is aborted"

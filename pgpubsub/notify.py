@@ -11,7 +11,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from . import sql
-from .channel import BaseChannel, Channel, locate_channel, registry
+from .channel import BaseChannel, Channel, locate_channel, registered_channels
 from .exceptions import NotifyError
 
 logger = logging.getLogger("pgpubsub")
@@ -96,13 +96,14 @@ def process_stored_notifications(
 ) -> None:
     """Wake the workers listening on durable channels to process stored notifications.
 
-    Sends an empty NOTIFY on each durable channel given (default: every
-    registered one). Workers also find stored notifications on their own at
-    start-up and every ``PGPUBSUB_POLL_INTERVAL`` seconds; this makes them
-    look now.
+    Sends an empty NOTIFY on each durable channel given, and on their
+    subclasses with listeners, as django-pgpubsub 1.3.1 did (default: every
+    channel with a listener). Workers also find stored notifications on
+    their own at start-up and every ``PGPUBSUB_POLL_INTERVAL`` seconds; this
+    makes them look now.
     """
-    selected = (
-        list(registry) if channels is None else [locate_channel(channel) for channel in channels]
+    selected = registered_channels(
+        None if channels is None else [locate_channel(channel) for channel in channels]
     )
     with connections[using or "default"].cursor() as cursor:
         for channel_cls in selected:
