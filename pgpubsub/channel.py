@@ -14,6 +14,8 @@ import hashlib
 import inspect
 import json
 import pydoc
+import sys
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -72,6 +74,26 @@ class BaseChannel:
     #: Attempts before a failing durable notification is dead-lettered;
     #: ``None`` uses ``PGPUBSUB_MAX_ATTEMPTS``.
     max_attempts: ClassVar[int | None] = None
+
+    #: Class settings that a subclass must assign, not annotate.
+    _settings: ClassVar[tuple[str, ...]] = ("lock_notifications", "max_attempts")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs when the class statement ends, before @dataclass turns its
+        # annotations into fields, so a declaration mistake is reported here
+        # in our words rather than as dataclass's TypeError about some other
+        # field ("non-default argument 'old' follows default argument").
+        super().__init_subclass__(**kwargs)
+        annotations = inspect.get_annotations(cls)
+        for setting in cls._settings:
+            if setting in annotations and not _is_classvar(annotations[setting]):
+                value = cls.__dict__.get(setting, "...")
+                raise ChannelDefinitionError(
+                    f"{cls.__module__}.{cls.__qualname__}",
+                    f"{setting} is a setting of the channel, not a field of its payload: "
+                    f"write `{setting} = {value!r}` without a type annotation",
+                    field=setting,
+                )
 
     @classmethod
     def name(cls) -> str:
@@ -167,6 +189,18 @@ class TriggerChannel(BaseChannel):
     new: models.Model | None
     context: dict[str, Any] | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # ``model: Post`` (an annotation, as django-pgpubsub 1.3.1's own tests
+        # write it) names the model just as ``model = Post`` does. Left as it
+        # is, @dataclass would make ``model`` a field ahead of ``old`` and
+        # fail; re-declared as a ClassVar it stays a class attribute.
+        annotations = inspect.get_annotations(cls)
+        if "model" in annotations and not _is_classvar(annotations["model"]):
+            if "model" not in cls.__dict__:
+                cls.model = _resolve_annotation(cls, annotations["model"])
+            cls.__annotations__ = {**annotations, "model": ClassVar[Any]}
+        super().__init_subclass__(**kwargs)
+
     @classmethod
     def get_model(cls) -> type[models.Model]:
         model = cls.model
@@ -196,6 +230,27 @@ class TriggerChannel(BaseChannel):
     def validate(cls) -> None:
         super().validate()
         cls.get_model()
+
+
+def _is_classvar(annotation: Any) -> bool:
+    if isinstance(annotation, str):
+        # Under ``from __future__ import annotations``, as dataclasses reads it.
+        return annotation.replace("typing.", "").startswith("ClassVar")
+    return annotation is ClassVar or typing.get_origin(annotation) is ClassVar
+
+
+def _resolve_annotation(cls: type, annotation: Any) -> Any:
+    """The object a ``model: X`` annotation names (a string under postponed annotations)."""
+    if not isinstance(annotation, str):
+        return annotation
+    module = sys.modules.get(cls.__module__)
+    namespace = dict(vars(module)) if module else {}
+    try:
+        return eval(annotation, namespace, dict(vars(cls)))  # as typing.get_type_hints() does
+    except Exception:
+        # Left as the text: get_model() accepts "app_label.ModelName" and
+        # names the channel in its error otherwise.
+        return annotation
 
 
 def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
