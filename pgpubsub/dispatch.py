@@ -45,7 +45,7 @@ from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_f
 from .exceptions import PayloadError
 from .models import Notification
 from .observe import observers
-from .payloads import Event, Message, event_decoder, message_decoder, preview
+from .payloads import Event, Message, decode_stored_event, message_decoder, preview
 
 logger = logging.getLogger("pgpubsub")
 
@@ -420,7 +420,9 @@ class Dispatcher:
 
     def _run_stored(self, channel: type[BaseChannel], payload: str) -> None:
         """Run the listeners of one stored notification (``_current`` names the one running)."""
-        event = event_decoder.decode(payload)
+        event = decode_stored_event(payload)
+        if issubclass(channel, TriggerChannel):
+            channel.row_decoder().check_model(event.app, event.model, required=True)
         kwargs = self.event_kwargs(channel, event)
         for listener in self.listeners(channel, event.trigger):
             self._current = listener.name

@@ -34,7 +34,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .exceptions import ChannelDefinitionError, NotifyError
+from .exceptions import ChannelDefinitionError, NotifyError, PayloadError
 
 logger = logging.getLogger("pgpubsub")
 
@@ -55,14 +55,17 @@ _BUILTIN_TYPES = (
 class Event(msgspec.Struct, omit_defaults=True):
     """One event as carried in a NOTIFY message or a stored notification.
 
-    Trigger events carry ``trigger`` (the PostgreSQL trigger that fired),
-    ``op`` (INSERT/UPDATE/DELETE) and the ``old``/``new`` rows; app-level
-    events carry ``kwargs``, the channel's fields. ``context`` is the
-    notification context, if one was set.
+    Trigger events carry ``trigger`` (the key of the trigger that fired),
+    ``op`` (INSERT/UPDATE/DELETE) and the ``old``/``new`` rows, and when
+    stored also ``app`` and ``model``, the model the rows belong to;
+    app-level events carry ``kwargs``, the channel's fields. ``context`` is
+    the notification context, if one was set.
     """
 
     trigger: str | None = None
     op: str | None = None
+    app: str | None = None
+    model: str | None = None
     old: dict[str, msgspec.Raw] | None = None
     new: dict[str, msgspec.Raw] | None = None
     kwargs: msgspec.Raw = msgspec.Raw(b"")
@@ -96,6 +99,18 @@ class Message(msgspec.Struct):
 
 message_decoder = msgspec.json.Decoder(Message)
 event_decoder = msgspec.json.Decoder(Event)
+_string_decoder = msgspec.json.Decoder(str)
+
+
+def decode_stored_event(payload: str | bytes) -> Event:
+    """Decode the ``payload`` column of a stored notification (as JSON text).
+
+    A payload stored as a JSON string that holds the event's JSON, as
+    django-pgpubsub 1.3.1's ``notify()`` wrote them, is read too.
+    """
+    if payload[:1] in ('"', b'"'):
+        payload = _string_decoder.decode(payload)
+    return event_decoder.decode(payload)
 
 
 def preview(payload: str | bytes, limit: int = 120) -> str:
@@ -446,6 +461,30 @@ class RowDecoder:
             for field in model._meta.concrete_fields
         ]
         self._warned = False
+
+    def check_model(self, app: str | None, model: str | None, *, required: bool) -> None:
+        """Raise :class:`PayloadError` unless an event's ``app``/``model`` name this model.
+
+        Stored trigger events name their model (``required``): a stored
+        notification can outlive a change of its channel's ``model``, and
+        rebuilding its rows as another model would go unnoticed, since
+        unknown columns are ignored and missing ones deferred.
+        """
+        meta = self.model._meta
+        if app is None or model is None:
+            if required:
+                raise PayloadError(
+                    self.channel_name,
+                    "the stored event does not name its model (no 'app' and 'model' keys); "
+                    f"expected {meta.app_label}.{self.model.__name__}",
+                )
+            return
+        if app != meta.app_label or model.lower() != meta.model_name:
+            raise PayloadError(
+                self.channel_name,
+                f"the event is for the model {app}.{model}, but the channel's model is "
+                f"{meta.app_label}.{self.model.__name__}",
+            )
 
     def build(self, row: dict[str, msgspec.Raw] | None, using: str) -> models.Model | None:
         if row is None:

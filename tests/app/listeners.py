@@ -211,6 +211,23 @@ def ticket_created(old, new):
     Delivery.objects.create(listener="ticket_created", key=new.code)
 
 
+# Durable update and delete triggers, and a durable BEFORE trigger (row-level,
+# through pgpubsub_publish_v1()), for the shape of stored events.
+@pgpubsub.pre_update_listener(TicketChannel)
+def ticket_pre_update(old, new):
+    record("ticket_pre_update", old, new, key=new.code)
+
+
+@pgpubsub.post_update_listener(TicketChannel)
+def ticket_updated(old, new):
+    record("ticket_updated", old, new, key=new.code)
+
+
+@pgpubsub.post_delete_listener(TicketChannel)
+def ticket_deleted(old, new):
+    record("ticket_deleted", old, new, key=old.code)
+
+
 @pgpubsub.listener(AuthorChannel)
 def author_any_event(**kwargs):
     """Receives every event of the channel; takes **kwargs, so it gets ``context``
