@@ -19,13 +19,19 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import msgspec
 from django.apps import apps
 from django.db import connections, models
 from django.db.utils import InternalError
 
 from . import conf
-from .exceptions import ChannelDefinitionError, ChannelNotFound, ListenerRegistrationError
-from .payloads import ChannelCodec, RowDecoder
+from .exceptions import (
+    ChannelDefinitionError,
+    ChannelNotFound,
+    ListenerRegistrationError,
+    PayloadError,
+)
+from .payloads import ChannelCodec, Event, RowDecoder, decode_stored_event
 
 #: The longest channel name LISTEN/NOTIFY accept, in bytes.
 MAX_CHANNEL_NAME_LENGTH = 63
@@ -176,6 +182,28 @@ class Channel(BaseChannel):
         super().validate()
         cls.codec()
 
+    def serialize(self) -> str:
+        """This notification's payload as JSON text, ``{"kwargs": {...}}``.
+
+        django-pgpubsub 1.3.1 compatibility, for tests that call it: the
+        encoding, and the type checks, of :func:`pgpubsub.notify`.
+        """
+        codec = type(self).codec()
+        fields = {name: getattr(self, name) for name in codec.field_names}
+        return '{"kwargs":' + codec.encode_kwargs(fields).decode() + "}"
+
+    @classmethod
+    def deserialize(cls, payload: dict[str, Any] | str | bytes) -> dict[str, Any]:
+        """The fields of a payload written by :meth:`serialize` or ``notify()``.
+
+        django-pgpubsub 1.3.1 compatibility, for tests that call it.
+        ``payload`` is JSON text or a stored notification's ``payload``.
+        """
+        event = _decode_payload(payload)
+        if not event.kwargs:
+            raise PayloadError(cls.name(), "the payload has no 'kwargs'")
+        return cls.codec().decode_kwargs(event.kwargs)
+
 
 @dataclasses.dataclass
 class TriggerChannel(BaseChannel):
@@ -230,6 +258,35 @@ class TriggerChannel(BaseChannel):
     def validate(cls) -> None:
         super().validate()
         cls.get_model()
+
+    @classmethod
+    def deserialize(cls, payload: dict[str, Any] | str | bytes) -> dict[str, Any]:
+        """``old`` and ``new`` rebuilt from a trigger event, as a listener receives them.
+
+        django-pgpubsub 1.3.1 compatibility, for tests that call it.
+        ``payload`` is a stored notification's ``payload`` or JSON text in
+        1.3.1's or pgpubsub's shape; an ``app``/``model`` in it must name
+        the channel's model. As in 1.3.1, it never reads the database:
+        fields missing from a row take their default, and ``context`` is
+        included only with ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS``.
+        """
+        event = _decode_payload(payload)
+        rows = cls.row_decoder()
+        rows.check_model(event.app, event.model, required=False)
+        using = conf.database_alias()
+        fields: dict[str, Any] = {
+            "old": rows.build(event.old, using, fill_defaults=True),
+            "new": rows.build(event.new, using, fill_defaults=True),
+        }
+        if conf.pass_context_to_listeners():
+            fields["context"] = event.context or {}
+        return fields
+
+
+def _decode_payload(payload: dict[str, Any] | str | bytes) -> Event:
+    if isinstance(payload, dict):
+        payload = msgspec.json.encode(payload)
+    return decode_stored_event(payload)
 
 
 def _is_classvar(annotation: Any) -> bool:

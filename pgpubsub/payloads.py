@@ -23,6 +23,8 @@ import inspect
 import json
 import logging
 import math
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -185,7 +187,8 @@ class ChannelCodec:
             )
         fields = [f for f in dataclasses.fields(channel_cls) if f.init]
         try:
-            info = mi.type_info(channel_cls)
+            codec_cls = _with_variadic_tuples(channel_cls)
+            info = mi.type_info(codec_cls)
         except (TypeError, NameError) as exc:
             raise ChannelDefinitionError(
                 channel_name, f"its field types cannot be carried in a payload: {exc}"
@@ -205,7 +208,7 @@ class ChannelCodec:
                 )
         try:
             decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
-                channel_cls, dec_hook=_decode_hook
+                codec_cls, dec_hook=_decode_hook
             )
         except TypeError as exc:
             raise ChannelDefinitionError(
@@ -214,7 +217,7 @@ class ChannelCodec:
         encoder = msgspec.json.Encoder(enc_hook=_encode_hook, decimal_format="string")
         return cls(
             channel_name=channel_name,
-            cls=channel_cls,
+            cls=codec_cls,
             field_names=tuple(f.name for f in fields),
             encoder=encoder,
             decoder=decoder,
@@ -276,6 +279,64 @@ class ChannelCodec:
     def decode_kwargs(self, raw: bytes | msgspec.Raw) -> dict[str, Any]:
         instance = self.decoder.decode(raw)
         return {name: getattr(instance, name) for name in self.field_names}
+
+
+def _variadic(tp: Any) -> Any:
+    """``tp`` with every one-element ``Tuple[X]`` inside it read as ``Tuple[X, ...]``."""
+    args = typing.get_args(tp)
+    if not args:
+        return tp
+    origin = typing.get_origin(tp)
+    if origin is tuple and len(args) == 1:
+        return tuple[_variadic(args[0]), ...]  # type: ignore[misc]
+    if origin is typing.Annotated:
+        return tp
+    new_args = tuple(_variadic(arg) for arg in args)
+    if all(new is old for new, old in zip(new_args, args)):
+        return tp
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[new_args]  # noqa: UP007 - a Union built at run time
+    if hasattr(tp, "copy_with"):
+        return tp.copy_with(new_args)
+    return types.GenericAlias(origin, new_args)
+
+
+def _with_variadic_tuples(channel_cls: type) -> type:
+    """The dataclass the codec reads and writes for ``channel_cls``.
+
+    django-pgpubsub 1.3.1 carried a field annotated ``Tuple[X]`` as a tuple
+    of X of any length (the only tuple annotation it could carry), and its
+    users send such tuples. Typing reads ``Tuple[X]`` as a tuple of exactly
+    one X, so the codec reads the channel through a copy of the dataclass
+    whose one-element tuple annotations become ``Tuple[X, ...]``. The
+    channel class itself is left as declared; without such a field it is
+    used as it is.
+    """
+    hints = typing.get_type_hints(channel_cls, include_extras=True)
+    fields = dataclasses.fields(channel_cls)
+    read = {field.name: _variadic(hints.get(field.name, field.type)) for field in fields}
+    if all(read[field.name] is hints.get(field.name, field.type) for field in fields):
+        return channel_cls
+    namespace: dict[str, Any] = {"__module__": channel_cls.__module__}
+    if "__post_init__" in dir(channel_cls):
+        namespace["__post_init__"] = channel_cls.__post_init__  # type: ignore[attr-defined]
+    return dataclasses.make_dataclass(
+        channel_cls.__name__,
+        [
+            (
+                field.name,
+                read[field.name],
+                dataclasses.field(
+                    default=field.default,
+                    default_factory=field.default_factory,
+                    init=field.init,
+                    kw_only=field.kw_only,
+                ),
+            )
+            for field in fields
+        ],
+        namespace=namespace,
+    )
 
 
 def _non_finite_path(value: Any, path: str) -> str | None:
@@ -460,6 +521,7 @@ class RowDecoder:
             )
             for field in model._meta.concrete_fields
         ]
+        self._by_attname = {field.attname: field for field in model._meta.concrete_fields}
         self._warned = False
 
     def check_model(self, app: str | None, model: str | None, *, required: bool) -> None:
@@ -486,7 +548,15 @@ class RowDecoder:
                 f"{meta.app_label}.{self.model.__name__}",
             )
 
-    def build(self, row: dict[str, msgspec.Raw] | None, using: str) -> models.Model | None:
+    def build(
+        self, row: dict[str, msgspec.Raw] | None, using: str, *, fill_defaults: bool = False
+    ) -> models.Model | None:
+        """The instance ``row`` describes, as if loaded from the database ``using``.
+
+        Fields of the model missing from the row are deferred (loaded from
+        the database on first access), or with ``fill_defaults`` given their
+        default, as django-pgpubsub 1.3.1's deserializer did.
+        """
         if row is None:
             return None
         names: list[str] = []
@@ -495,7 +565,10 @@ class RowDecoder:
         for column, attname, convert, local in self.fields:
             raw = row.get(column)
             if raw is None:
-                if local:
+                if local and fill_defaults:
+                    names.append(attname)
+                    values.append(self._by_attname[attname].get_default())
+                elif local:
                     missing.append(column)
                 continue
             names.append(attname)
