@@ -17,12 +17,14 @@ from .channels import (
     DurableGreeting,
     EverythingChannel,
     Greeting,
+    LoudGreeting,
     OrderChannel,
     PostChannel,
     ProfileChannel,
     RestaurantChannel,
     Sized,
     TicketChannel,
+    UrgentGreeting,
 )
 from .models import Delivery
 
@@ -226,6 +228,16 @@ def ticket_updated(old, new):
 @pgpubsub.post_delete_listener(TicketChannel)
 def ticket_deleted(old, new):
     record("ticket_deleted", old, new, key=old.code)
+
+
+@pgpubsub.listener(LoudGreeting)
+def loud_greet(message: str, count: int, volume: int):
+    record("loud_greet", message=message)
+
+
+@pgpubsub.listener(UrgentGreeting)
+def urgent_greet(message: str):
+    record("urgent_greet", message=message)
 
 
 @pgpubsub.listener(AuthorChannel)
