@@ -17,18 +17,21 @@ from .exceptions import NotifyError
 logger = logging.getLogger("pgpubsub")
 
 
-def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: Any) -> str:
+def notify(channel: type[Channel] | str, /, **fields: Any) -> str:
     """Publish a notification on an app-level ``channel``.
 
     ``fields`` are the channel's dataclass fields; they are checked against
     the field types before anything is sent (:class:`pgpubsub.NotifyError`
-    names the field at fault). The notification is part of the current
-    transaction on the ``using`` database (default ``"default"``): listeners
-    see it after the transaction commits and never if it rolls back. The
-    payload is sent as a bound parameter and is never interpreted as SQL;
-    payloads of any size are delivered.
+    names the field at fault). ``using=`` names the database (default
+    ``"default"``), unless the channel declares a field named ``using``:
+    then ``using=`` is that field, as in django-pgpubsub 1.3.1, whose
+    ``notify()`` had no ``using``, and the notification goes to the default
+    database. The notification is part of the current transaction on that
+    database: listeners see it after the transaction commits and never if
+    it rolls back. The payload is sent as a bound parameter and is never
+    interpreted as SQL; payloads of any size are delivered.
 
-    Returns the JSON-encoded fields.
+    Returns the payload as JSON text, ``{"kwargs": {...}}``, as 1.3.1 did.
     """
     channel_cls = locate_channel(channel)
     if not issubclass(channel_cls, Channel):
@@ -37,8 +40,11 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: 
             f"{channel_cls.name()} is a TriggerChannel: its notifications are sent by database "
             "triggers, not notify()",
         )
-    encoded = channel_cls.codec().encode_kwargs(fields)
-    events = b'[{"kwargs":' + encoded + b"}]"
+    codec = channel_cls.codec()
+    using = None if "using" in codec.field_names else fields.pop("using", None)
+    encoded = codec.encode_kwargs(fields)
+    payload = b'{"kwargs":' + encoded + b"}"
+    events = b"[" + payload + b"]"
     connection = connections[using or DEFAULT_DB_ALIAS]
     cursor = _cursor(connection)
     try:
@@ -50,7 +56,7 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: 
         _forget_cursor(connection, cursor)
         raise
     logger.debug("pgpubsub: notified %s (%d bytes)", channel_cls.name(), len(encoded))
-    return encoded.decode()
+    return payload.decode()
 
 
 _CURSOR_ATTR = "_pgpubsub_notify_cursor"
