@@ -347,6 +347,9 @@ class Dispatcher:
         another worker holds them, or not yet due, are found by the next drain.
         """
         by_name = {channel.listen_safe_name(): channel for channel in channels}
+        # django-pgpubsub 1.3.1's notify() stores rows under the dotted path;
+        # processes still on 1.3.1 during a rolling deploy keep writing them.
+        by_name.update({channel.name(): channel for channel in channels})
         after = 0
         guarded = not self.optimistic
         while not stopping():
