@@ -5,7 +5,7 @@ and ``process_notifications()`` are the pair that 1.3.1's own tests, and
 many users' test suites, drive by hand: LISTEN on the Django connection,
 write something, then deliver what that connection received, synchronously
 and in the calling thread. Both are thin wrappers over the worker's
-dispatcher (:class:`pgpubsub.dispatch.Dispatcher`), so delivery follows the
+dispatcher (``pgpubsub.dispatch.Dispatcher``), so delivery follows the
 same rules as in ``manage.py listen``.
 """
 
