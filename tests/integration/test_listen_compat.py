@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 
 import pgpubsub
-from pgpubsub.channel import registered_channels
+from pgpubsub.channel import registered_channels, registry
 from pgpubsub.exceptions import ChannelNotFound
 from pgpubsub.listen import listen, listen_to_channels, process_notifications
 from pgpubsub.models import Notification
@@ -51,12 +51,28 @@ def test_process_notifications_runs_the_listeners_of_what_the_connection_receive
     assert listening.notifies == []
 
 
-def test_notifications_sent_by_listeners_are_processed_in_the_same_call():
+@pytest.fixture
+def relay():
+    """A listener of Greeting that sends a DurableGreeting, for the duration of a test."""
+
+    def relay_greeting(message: str, count: int) -> None:
+        pgpubsub.notify(DurableGreeting, message=f"relayed {message}")
+
+    pgpubsub.listener(Greeting)(relay_greeting)
+    yield
+    registry[Greeting] = [lst for lst in registry[Greeting] if lst.callback is not relay_greeting]
+
+
+def test_notifications_sent_by_listeners_are_processed_in_the_same_call(relay):
     listening = listen_to_channels([Greeting, "tests.app.channels.DurableGreeting"])
-    pgpubsub.notify(DurableGreeting, message="first")
+    pgpubsub.notify(Greeting, message="first")
     process_notifications(listening)
-    assert delivered("durable_greet") == ["first"]
-    # Only the channels it listens on (and their subclasses) reach it.
+    assert delivered("durable_greet") == ["relayed first"]
+    assert not Notification.objects.exists()
+
+
+def test_only_the_channels_listened_to_are_processed():
+    listening = listen_to_channels([Greeting])
     Order.objects.create(reference="not-listened")
     process_notifications(listening)
     assert not Delivery.objects.filter(listener="order_created").exists()
