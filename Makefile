@@ -71,6 +71,12 @@ test-django60: .venv-django60/.installed ## Run the test suite on Django 6.0 (Py
 test-django61: .venv-django61/.installed ## Run the test suite on Django 6.1 (Python 3.13)
 	$(call test_in,.venv-django61)
 
+# django-pgpubsub 1.3.1's own test suite (from its PyPI wheel, cached in .compat/),
+# run against pgpubsub; fails only when a test off its expected-failure list fails.
+.PHONY: compat
+compat: $(STAMP) ## Run django-pgpubsub 1.3.1's test suite against pgpubsub
+	$(PGSERVER) run -- $(BIN)/python tools/compat/run.py $(COMPAT_ARGS)
+
 demo: $(STAMP) ## Run the end-to-end example (example/demo.py)
 	$(PGSERVER) run -- $(BIN)/python example/demo.py
 

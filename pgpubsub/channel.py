@@ -15,16 +15,24 @@ import importlib
 import inspect
 import json
 import pydoc
-from collections.abc import Callable
+import sys
+import typing
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import msgspec
 from django.apps import apps
 from django.db import connections, models
 from django.db.utils import InternalError
 
 from . import conf
-from .exceptions import ChannelDefinitionError, ChannelNotFound, ListenerRegistrationError
-from .payloads import ChannelCodec, RowDecoder
+from .exceptions import (
+    ChannelDefinitionError,
+    ChannelNotFound,
+    ListenerRegistrationError,
+    PayloadError,
+)
+from .payloads import ChannelCodec, Event, RowDecoder, decode_stored_event
 
 #: The longest channel name LISTEN/NOTIFY accept, in bytes.
 MAX_CHANNEL_NAME_LENGTH = 63
@@ -73,6 +81,26 @@ class BaseChannel:
     #: Attempts before a failing durable notification is dead-lettered;
     #: ``None`` uses ``PGPUBSUB_MAX_ATTEMPTS``.
     max_attempts: ClassVar[int | None] = None
+
+    #: Class settings that a subclass must assign, not annotate.
+    _settings: ClassVar[tuple[str, ...]] = ("lock_notifications", "max_attempts")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs when the class statement ends, before @dataclass turns its
+        # annotations into fields, so a declaration mistake is reported here
+        # in our words rather than as dataclass's TypeError about some other
+        # field ("non-default argument 'old' follows default argument").
+        super().__init_subclass__(**kwargs)
+        annotations = inspect.get_annotations(cls)
+        for setting in cls._settings:
+            if setting in annotations and not _is_classvar(annotations[setting]):
+                value = cls.__dict__.get(setting, "...")
+                raise ChannelDefinitionError(
+                    f"{cls.__module__}.{cls.__qualname__}",
+                    f"{setting} is a setting of the channel, not a field of its payload: "
+                    f"write `{setting} = {value!r}` without a type annotation",
+                    field=setting,
+                )
 
     @classmethod
     def name(cls) -> str:
@@ -155,6 +183,28 @@ class Channel(BaseChannel):
         super().validate()
         cls.codec()
 
+    def serialize(self) -> str:
+        """This notification's payload as JSON text, ``{"kwargs": {...}}``.
+
+        django-pgpubsub 1.3.1 compatibility, for tests that call it: the
+        encoding, and the type checks, of :func:`pgpubsub.notify`.
+        """
+        codec = type(self).codec()
+        fields = {name: getattr(self, name) for name in codec.field_names}
+        return '{"kwargs":' + codec.encode_kwargs(fields).decode() + "}"
+
+    @classmethod
+    def deserialize(cls, payload: dict[str, Any] | str | bytes) -> dict[str, Any]:
+        """The fields of a payload written by :meth:`serialize` or ``notify()``.
+
+        django-pgpubsub 1.3.1 compatibility, for tests that call it.
+        ``payload`` is JSON text or a stored notification's ``payload``.
+        """
+        event = _decode_payload(payload)
+        if not event.kwargs:
+            raise PayloadError(cls.name(), "the payload has no 'kwargs'")
+        return cls.codec().decode_kwargs(event.kwargs)
+
 
 @dataclasses.dataclass
 class TriggerChannel(BaseChannel):
@@ -167,6 +217,18 @@ class TriggerChannel(BaseChannel):
     old: models.Model | None
     new: models.Model | None
     context: dict[str, Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # ``model: Post`` (an annotation, as django-pgpubsub 1.3.1's own tests
+        # write it) names the model just as ``model = Post`` does. Left as it
+        # is, @dataclass would make ``model`` a field ahead of ``old`` and
+        # fail; re-declared as a ClassVar it stays a class attribute.
+        annotations = inspect.get_annotations(cls)
+        if "model" in annotations and not _is_classvar(annotations["model"]):
+            if "model" not in cls.__dict__:
+                cls.model = _resolve_annotation(cls, annotations["model"])
+            cls.__annotations__ = {**annotations, "model": ClassVar[Any]}
+        super().__init_subclass__(**kwargs)
 
     @classmethod
     def get_model(cls) -> type[models.Model]:
@@ -197,6 +259,56 @@ class TriggerChannel(BaseChannel):
     def validate(cls) -> None:
         super().validate()
         cls.get_model()
+
+    @classmethod
+    def deserialize(cls, payload: dict[str, Any] | str | bytes) -> dict[str, Any]:
+        """``old`` and ``new`` rebuilt from a trigger event, as a listener receives them.
+
+        django-pgpubsub 1.3.1 compatibility, for tests that call it.
+        ``payload`` is a stored notification's ``payload`` or JSON text in
+        1.3.1's or pgpubsub's shape; an ``app``/``model`` in it must name
+        the channel's model. As in 1.3.1, it never reads the database:
+        fields missing from a row take their default, and ``context`` is
+        included only with ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS``.
+        """
+        event = _decode_payload(payload)
+        rows = cls.row_decoder()
+        rows.check_model(event.app, event.model, required=False)
+        using = conf.database_alias()
+        fields: dict[str, Any] = {
+            "old": rows.build(event.old, using, fill_defaults=True),
+            "new": rows.build(event.new, using, fill_defaults=True),
+        }
+        if conf.pass_context_to_listeners():
+            fields["context"] = event.context or {}
+        return fields
+
+
+def _decode_payload(payload: dict[str, Any] | str | bytes) -> Event:
+    if isinstance(payload, dict):
+        payload = msgspec.json.encode(payload)
+    return decode_stored_event(payload)
+
+
+def _is_classvar(annotation: Any) -> bool:
+    if isinstance(annotation, str):
+        # Under ``from __future__ import annotations``, as dataclasses reads it.
+        return annotation.replace("typing.", "").startswith("ClassVar")
+    return annotation is ClassVar or typing.get_origin(annotation) is ClassVar
+
+
+def _resolve_annotation(cls: type, annotation: Any) -> Any:
+    """The object a ``model: X`` annotation names (a string under postponed annotations)."""
+    if not isinstance(annotation, str):
+        return annotation
+    module = sys.modules.get(cls.__module__)
+    namespace = dict(vars(module)) if module else {}
+    try:
+        return eval(annotation, namespace, dict(vars(cls)))  # as typing.get_type_hints() does
+    except Exception:
+        # Left as the text: get_model() accepts "app_label.ModelName" and
+        # names the channel in its error otherwise.
+        return annotation
 
 
 def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
@@ -322,6 +434,21 @@ def register_listener(
 
 def listeners_for(channel: type[BaseChannel]) -> list[Listener]:
     return registry.get(channel, [])
+
+
+def registered_channels(
+    channels: Iterable[type[BaseChannel]] | None = None,
+) -> list[type[BaseChannel]]:
+    """The channels that have listeners, in registration order.
+
+    With ``channels``, only those that are one of them or a subclass of one:
+    ``listen --channels X`` and ``process_stored_notifications([X])`` take
+    X's subclasses too, as django-pgpubsub 1.3.1 did.
+    """
+    if channels is None:
+        return list(registry)
+    wanted = tuple(channels)
+    return [channel for channel in registry if issubclass(channel, wanted)]
 
 
 TX_ABORTED_ERROR_MESSAGE = "current transaction is aborted"

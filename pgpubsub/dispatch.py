@@ -49,7 +49,7 @@ from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_f
 from .exceptions import PayloadError
 from .models import Notification
 from .observe import observers
-from .payloads import Event, Message, event_decoder, message_decoder, preview
+from .payloads import Event, Message, decode_stored_event, message_decoder, preview
 
 logger = logging.getLogger("pgpubsub")
 
@@ -392,6 +392,9 @@ class Dispatcher:
         a wake-up costs no extra query.
         """
         by_name = {channel.listen_safe_name(): channel for channel in channels}
+        # django-pgpubsub 1.3.1's notify() stores rows under the dotted path;
+        # processes still on 1.3.1 during a rolling deploy keep writing them.
+        by_name.update({channel.name(): channel for channel in channels})
         # A listener filter is a Q over the ORM, so it always claims guarded.
         if not self.optimistic or self._extra_filter() is not None:
             self._drain_pass(by_name, stopping, self._drain_guarded)
@@ -487,7 +490,9 @@ class Dispatcher:
 
     def _run_stored(self, channel: type[BaseChannel], payload: str) -> None:
         """Run the listeners of one stored notification (``_current`` names the one running)."""
-        event = event_decoder.decode(payload)
+        event = decode_stored_event(payload)
+        if issubclass(channel, TriggerChannel):
+            channel.row_decoder().check_model(event.app, event.model, required=True)
         kwargs = self.event_kwargs(channel, event)
         for listener in self.listeners(channel, event.trigger):
             self._current = listener.name

@@ -14,9 +14,11 @@ class PgpubsubError(Exception):
 class ChannelNotFound(PgpubsubError, LookupError):
     """A channel given by dotted path (or name) does not exist or is not a channel."""
 
-    def __init__(self, channel: object, reason: str = "") -> None:
+    def __init__(self, channel: object = None, reason: str = "") -> None:
+        # ``channel`` may be left out, as django-pgpubsub 1.3.1's
+        # ``ChannelNotFound()`` took no argument.
         self.channel = channel
-        message = f"Channel not found: {channel!r}"
+        message = "Channel not found" if channel is None else f"Channel not found: {channel!r}"
         if reason:
             message += f" ({reason})"
         super().__init__(message)

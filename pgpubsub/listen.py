@@ -1,25 +1,156 @@
-"""django-pgpubsub 1.3.1 compatibility: ``pgpubsub.listen.listen()``."""
+"""django-pgpubsub 1.3.1 compatibility: ``pgpubsub.listen``.
+
+``listen()`` runs a worker in the calling process. ``listen_to_channels()``
+and ``process_notifications()`` are the pair that 1.3.1's own tests, and
+many users' test suites, drive by hand: LISTEN on the Django connection,
+write something, then deliver what that connection received, synchronously
+and in the calling thread. Both are thin wrappers over the worker's
+dispatcher (``pgpubsub.dispatch.Dispatcher``), so delivery follows the
+same rules as in ``manage.py listen``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from .channel import BaseChannel, locate_channel
+import psycopg
+from django.db import connections, transaction
+
+from . import conf, sql
+from .channel import BaseChannel, channel_for_db_name, locate_channel, registered_channels
+from .dispatch import Dispatcher
 from .drift import log_warnings
+from .exceptions import ChannelNotFound
 from .worker import Worker
+
+#: django-pgpubsub 1.3.1's loop flag. Tests patch it to ``False`` so that
+#: ``listen(recover=True)`` processes the stored notifications and returns
+#: instead of serving until it is stopped.
+POLL = True
+
+ChannelRefs = Sequence[type[BaseChannel] | str] | None
+
+
+def _selected(channels: ChannelRefs) -> list[type[BaseChannel]]:
+    """The channels with listeners among ``channels`` and their subclasses (default: all)."""
+    if channels is None:
+        return registered_channels()
+    return registered_channels([locate_channel(channel) for channel in channels])
+
+
+def _never() -> bool:
+    return False
 
 
 def listen(
-    channels: Sequence[type[BaseChannel] | str] | None = None,
+    channels: ChannelRefs = None,
     recover: bool = False,
     autorestart_on_failure: bool = True,
     start_method: str = "spawn",
 ) -> None:
     """Run a worker in this process until SIGTERM/SIGINT.
 
+    ``channels`` (classes or dotted paths; default: every channel with a
+    listener) includes their subclasses that have listeners, as in 1.3.1.
     ``recover``, ``autorestart_on_failure`` and ``start_method`` are accepted
-    for compatibility: stored notifications are always processed at start-up,
-    and the worker reconnects by itself after connection failures.
+    for compatibility: a worker always processes the stored notifications at
+    start-up, and reconnects by itself after a connection failure.
+
+    With :data:`POLL` set to ``False`` it returns at once instead, after
+    processing the stored notifications of the durable channels if
+    ``recover`` is true (1.3.1's behaviour, which tests rely on).
     """
-    located = [locate_channel(channel) for channel in channels or []]
-    Worker(located or None, on_connected=log_warnings).run()
+    selected = _selected(channels)
+    if not selected:
+        raise ChannelNotFound(channels or "<any>", "no listeners are registered on it")
+    if POLL:
+        Worker(selected, on_connected=log_warnings).run()
+        return
+    durable = [channel for channel in selected if channel.lock_notifications]
+    if recover and durable:
+        Dispatcher(conf.database_alias()).drain(durable, _never)
+
+
+class ListeningConnection:
+    """The Django connection LISTENing on channels, and what it has received.
+
+    Returned by :func:`listen_to_channels`. ``notifies`` is a plain list of
+    :class:`psycopg.Notify` (channel, payload, pid) that grows whenever the
+    connection runs a statement; tests may empty or replace it.
+    """
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+        self.notifies: list[psycopg.Notify] = []
+        connection.add_notify_handler(self._received)
+
+    def _received(self, notify: psycopg.Notify) -> None:
+        self.notifies.append(notify)
+
+    def poll(self) -> None:
+        """Collect the notifications that reached the connection since it last ran a statement."""
+        self.connection.execute("SELECT 1")
+
+    def stop(self) -> None:
+        """Stop collecting notifications (the connection keeps LISTENing)."""
+        self.connection.remove_notify_handler(self._received)
+
+
+def listen_to_channels(
+    channels: ChannelRefs = None, *, using: str | None = None
+) -> ListeningConnection:
+    """LISTEN on ``channels`` on the Django connection and return it wrapped.
+
+    ``channels`` are classes or dotted paths and include their subclasses
+    with listeners (default: every channel with a listener), as in
+    django-pgpubsub 1.3.1. ``using`` is the database alias (default
+    ``PGPUBSUB_DATABASE``). The LISTEN statements run in a transaction of
+    their own and take effect when it commits, so call this outside
+    ``transaction.atomic()`` (in a ``TransactionTestCase`` or a
+    ``django_db(transaction=True)`` test, not in a ``TestCase``).
+
+    Pass the result to :func:`process_notifications` to run the listeners
+    of what arrived.
+    """
+    selected = _selected(channels)
+    if not selected:
+        raise ChannelNotFound(channels or "<any>", "no listeners are registered on it")
+    alias = using or conf.database_alias()
+    connection = connections[alias]
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        for channel in selected:
+            cursor.execute(sql.listen(channel.listen_safe_name()))
+    return ListeningConnection(connection.connection)
+
+
+def process_notifications(listening: ListeningConnection, *, using: str | None = None) -> None:
+    """Run the listeners of every notification ``listening`` has received, then return.
+
+    Broadcast notifications are delivered from their payload; a notification
+    on a durable channel makes its stored notifications be processed, as a
+    worker would (claimed, run, deleted in one transaction; a failure is
+    retried later, up to ``PGPUBSUB_MAX_ATTEMPTS``). Notifications that the
+    listeners send in turn are processed too, until none is left.
+    ``PGPUBSUB_LISTENER_FILTER`` and the other settings are read on each
+    call.
+    """
+    dispatcher = Dispatcher(using or conf.database_alias())
+    listening.poll()
+    while listening.notifies:
+        received, listening.notifies = listening.notifies, []
+        broadcast: list[tuple[type[BaseChannel], str]] = []
+        durable: list[type[BaseChannel]] = []
+        for notify in received:
+            channel = channel_for_db_name(notify.channel)
+            if channel is None:
+                continue
+            if not channel.lock_notifications:
+                broadcast.append((channel, notify.payload))
+            elif channel not in durable:
+                durable.append(channel)
+        if broadcast:
+            dispatcher.broadcast(broadcast)
+        if durable:
+            dispatcher.drain(durable, _never)
+        listening.poll()

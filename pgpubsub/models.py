@@ -28,7 +28,8 @@ class Notification(models.Model):
     id = models.BigAutoField(primary_key=True)
     #: The database name of the channel (``Channel.listen_safe_name()``).
     channel = models.CharField(max_length=MAX_CHANNEL_NAME_LENGTH)
-    #: The event: ``trigger``/``op``/``old``/``new`` or ``kwargs``, and ``context``.
+    #: The event: ``app``/``model``/``old``/``new``/``context``/``trigger``/``op``
+    #: for a trigger, ``kwargs`` (and ``context``) for ``notify()``.
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
     #: How many times processing was attempted and failed.

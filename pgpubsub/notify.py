@@ -13,24 +13,27 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from . import sql
-from .channel import BaseChannel, Channel, locate_channel, registry
+from .channel import BaseChannel, Channel, locate_channel, registered_channels
 from .exceptions import NotifyError
 
 logger = logging.getLogger("pgpubsub")
 
 
-def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: Any) -> str:
+def notify(channel: type[Channel] | str, /, **fields: Any) -> str:
     """Publish a notification on an app-level ``channel``.
 
     ``fields`` are the channel's dataclass fields; they are checked against
     the field types before anything is sent (:class:`pgpubsub.NotifyError`
-    names the field at fault). The notification is part of the current
-    transaction on the ``using`` database (default ``"default"``): listeners
-    see it after the transaction commits and never if it rolls back. The
-    payload is sent as a bound parameter and is never interpreted as SQL;
-    payloads of any size are delivered.
+    names the field at fault). ``using=`` names the database (default
+    ``"default"``), unless the channel declares a field named ``using``:
+    then ``using=`` is that field, as in django-pgpubsub 1.3.1, whose
+    ``notify()`` had no ``using``, and the notification goes to the default
+    database. The notification is part of the current transaction on that
+    database: listeners see it after the transaction commits and never if
+    it rolls back. The payload is sent as a bound parameter and is never
+    interpreted as SQL; payloads of any size are delivered.
 
-    Returns the JSON-encoded fields.
+    Returns the payload as JSON text, ``{"kwargs": {...}}``, as 1.3.1 did.
     """
     if isinstance(channel, BaseChannel):
         raise _instance_given(channel)
@@ -41,8 +44,11 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: 
             f"{channel_cls.name()} is a TriggerChannel: its notifications are sent by database "
             "triggers, not notify()",
         )
-    encoded = channel_cls.codec().encode_kwargs(fields)
-    events = b'[{"kwargs":' + encoded + b"}]"
+    codec = channel_cls.codec()
+    using = None if "using" in codec.field_names else fields.pop("using", None)
+    encoded = codec.encode_kwargs(fields)
+    payload = b'{"kwargs":' + encoded + b"}"
+    events = b"[" + payload + b"]"
     connection = connections[using or DEFAULT_DB_ALIAS]
     cursor = _cursor(connection)
     try:
@@ -54,7 +60,7 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **fields: 
         _forget_cursor(connection, cursor)
         raise
     logger.debug("pgpubsub: notified %s (%d bytes)", channel_cls.name(), len(encoded))
-    return encoded.decode()
+    return payload.decode()
 
 
 def _instance_given(instance: BaseChannel) -> NotifyError:
@@ -113,13 +119,14 @@ def process_stored_notifications(
 ) -> None:
     """Wake the workers listening on durable channels to process stored notifications.
 
-    Sends an empty NOTIFY on each durable channel given (default: every
-    registered one). Workers also find stored notifications on their own at
-    start-up and every ``PGPUBSUB_POLL_INTERVAL`` seconds; this makes them
-    look now.
+    Sends an empty NOTIFY on each durable channel given, and on their
+    subclasses with listeners, as django-pgpubsub 1.3.1 did (default: every
+    channel with a listener). Workers also find stored notifications on
+    their own at start-up and every ``PGPUBSUB_POLL_INTERVAL`` seconds; this
+    makes them look now.
     """
-    selected = (
-        list(registry) if channels is None else [locate_channel(channel) for channel in channels]
+    selected = registered_channels(
+        None if channels is None else [locate_channel(channel) for channel in channels]
     )
     with connections[using or "default"].cursor() as cursor:
         for channel_cls in selected:

@@ -23,6 +23,8 @@ import inspect
 import json
 import logging
 import math
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,7 +36,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .exceptions import ChannelDefinitionError, NotifyError
+from .exceptions import ChannelDefinitionError, NotifyError, PayloadError
 
 logger = logging.getLogger("pgpubsub")
 
@@ -55,14 +57,17 @@ _BUILTIN_TYPES = (
 class Event(msgspec.Struct, omit_defaults=True):
     """One event as carried in a NOTIFY message or a stored notification.
 
-    Trigger events carry ``trigger`` (the PostgreSQL trigger that fired),
-    ``op`` (INSERT/UPDATE/DELETE) and the ``old``/``new`` rows; app-level
-    events carry ``kwargs``, the channel's fields. ``context`` is the
-    notification context, if one was set.
+    Trigger events carry ``trigger`` (the key of the trigger that fired),
+    ``op`` (INSERT/UPDATE/DELETE) and the ``old``/``new`` rows, and when
+    stored also ``app`` and ``model``, the model the rows belong to;
+    app-level events carry ``kwargs``, the channel's fields. ``context`` is
+    the notification context, if one was set.
     """
 
     trigger: str | None = None
     op: str | None = None
+    app: str | None = None
+    model: str | None = None
     old: dict[str, msgspec.Raw] | None = None
     new: dict[str, msgspec.Raw] | None = None
     kwargs: msgspec.Raw = msgspec.Raw(b"")
@@ -96,6 +101,18 @@ class Message(msgspec.Struct):
 
 message_decoder = msgspec.json.Decoder(Message)
 event_decoder = msgspec.json.Decoder(Event)
+_string_decoder = msgspec.json.Decoder(str)
+
+
+def decode_stored_event(payload: str | bytes) -> Event:
+    """Decode the ``payload`` column of a stored notification (as JSON text).
+
+    A payload stored as a JSON string that holds the event's JSON, as
+    django-pgpubsub 1.3.1's ``notify()`` wrote them, is read too.
+    """
+    if payload[:1] in ('"', b'"'):
+        payload = _string_decoder.decode(payload)
+    return event_decoder.decode(payload)
 
 
 def preview(payload: str | bytes, limit: int = 120) -> str:
@@ -170,7 +187,8 @@ class ChannelCodec:
             )
         fields = [f for f in dataclasses.fields(channel_cls) if f.init]
         try:
-            info = mi.type_info(channel_cls)
+            codec_cls = _with_variadic_tuples(channel_cls)
+            info = mi.type_info(codec_cls)
         except (TypeError, NameError) as exc:
             raise ChannelDefinitionError(
                 channel_name, f"its field types cannot be carried in a payload: {exc}"
@@ -190,7 +208,7 @@ class ChannelCodec:
                 )
         try:
             decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
-                channel_cls, dec_hook=_decode_hook
+                codec_cls, dec_hook=_decode_hook
             )
         except TypeError as exc:
             raise ChannelDefinitionError(
@@ -199,7 +217,7 @@ class ChannelCodec:
         encoder = msgspec.json.Encoder(enc_hook=_encode_hook, decimal_format="string")
         return cls(
             channel_name=channel_name,
-            cls=channel_cls,
+            cls=codec_cls,
             field_names=tuple(f.name for f in fields),
             encoder=encoder,
             decoder=decoder,
@@ -261,6 +279,64 @@ class ChannelCodec:
     def decode_kwargs(self, raw: bytes | msgspec.Raw) -> dict[str, Any]:
         instance = self.decoder.decode(raw)
         return {name: getattr(instance, name) for name in self.field_names}
+
+
+def _variadic(tp: Any) -> Any:
+    """``tp`` with every one-element ``Tuple[X]`` inside it read as ``Tuple[X, ...]``."""
+    args = typing.get_args(tp)
+    if not args:
+        return tp
+    origin = typing.get_origin(tp)
+    if origin is tuple and len(args) == 1:
+        return tuple[_variadic(args[0]), ...]  # type: ignore[misc]
+    if origin is typing.Annotated:
+        return tp
+    new_args = tuple(_variadic(arg) for arg in args)
+    if all(new is old for new, old in zip(new_args, args)):
+        return tp
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[new_args]  # noqa: UP007 - a Union built at run time
+    if hasattr(tp, "copy_with"):
+        return tp.copy_with(new_args)
+    return types.GenericAlias(origin, new_args)
+
+
+def _with_variadic_tuples(channel_cls: type) -> type:
+    """The dataclass the codec reads and writes for ``channel_cls``.
+
+    django-pgpubsub 1.3.1 carried a field annotated ``Tuple[X]`` as a tuple
+    of X of any length (the only tuple annotation it could carry), and its
+    users send such tuples. Typing reads ``Tuple[X]`` as a tuple of exactly
+    one X, so the codec reads the channel through a copy of the dataclass
+    whose one-element tuple annotations become ``Tuple[X, ...]``. The
+    channel class itself is left as declared; without such a field it is
+    used as it is.
+    """
+    hints = typing.get_type_hints(channel_cls, include_extras=True)
+    fields = dataclasses.fields(channel_cls)
+    read = {field.name: _variadic(hints.get(field.name, field.type)) for field in fields}
+    if all(read[field.name] is hints.get(field.name, field.type) for field in fields):
+        return channel_cls
+    namespace: dict[str, Any] = {"__module__": channel_cls.__module__}
+    if "__post_init__" in dir(channel_cls):
+        namespace["__post_init__"] = channel_cls.__post_init__  # type: ignore[attr-defined]
+    return dataclasses.make_dataclass(
+        channel_cls.__name__,
+        [
+            (
+                field.name,
+                read[field.name],
+                dataclasses.field(
+                    default=field.default,
+                    default_factory=field.default_factory,
+                    init=field.init,
+                    kw_only=field.kw_only,
+                ),
+            )
+            for field in fields
+        ],
+        namespace=namespace,
+    )
 
 
 def _non_finite_path(value: Any, path: str) -> str | None:
@@ -448,9 +524,42 @@ class RowDecoder:
             # django-stubs 6, which types Field.column as str | None.
             if field.column is not None
         ]
+        self._by_attname = {field.attname: field for field in model._meta.concrete_fields}
         self._warned = False
 
-    def build(self, row: dict[str, msgspec.Raw] | None, using: str) -> models.Model | None:
+    def check_model(self, app: str | None, model: str | None, *, required: bool) -> None:
+        """Raise :class:`PayloadError` unless an event's ``app``/``model`` name this model.
+
+        Stored trigger events name their model (``required``): a stored
+        notification can outlive a change of its channel's ``model``, and
+        rebuilding its rows as another model would go unnoticed, since
+        unknown columns are ignored and missing ones deferred.
+        """
+        meta = self.model._meta
+        if app is None or model is None:
+            if required:
+                raise PayloadError(
+                    self.channel_name,
+                    "the stored event does not name its model (no 'app' and 'model' keys); "
+                    f"expected {meta.app_label}.{self.model.__name__}",
+                )
+            return
+        if app != meta.app_label or model.lower() != meta.model_name:
+            raise PayloadError(
+                self.channel_name,
+                f"the event is for the model {app}.{model}, but the channel's model is "
+                f"{meta.app_label}.{self.model.__name__}",
+            )
+
+    def build(
+        self, row: dict[str, msgspec.Raw] | None, using: str, *, fill_defaults: bool = False
+    ) -> models.Model | None:
+        """The instance ``row`` describes, as if loaded from the database ``using``.
+
+        Fields of the model missing from the row are deferred (loaded from
+        the database on first access), or with ``fill_defaults`` given their
+        default, as django-pgpubsub 1.3.1's deserializer did.
+        """
         if row is None:
             return None
         names: list[str] = []
@@ -459,7 +568,10 @@ class RowDecoder:
         for column, attname, convert, local in self.fields:
             raw = row.get(column)
             if raw is None:
-                if local:
+                if local and fill_defaults:
+                    names.append(attname)
+                    values.append(self._by_attname[attname].get_default())
+                elif local:
                     missing.append(column)
                 continue
             names.append(attname)

@@ -79,3 +79,15 @@ class RetryProbe(Channel):
     label: str
     lock_notifications = True
     max_attempts = 5
+
+
+@dataclass
+class LoudGreeting(Greeting):
+    """A subclass: ``listen --channels ...Greeting`` takes it too, as in 1.3.1."""
+
+    volume: int = 11
+
+
+@dataclass
+class UrgentGreeting(DurableGreeting):
+    """A durable subclass, for process_stored_notifications([DurableGreeting])."""

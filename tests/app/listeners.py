@@ -18,6 +18,7 @@ from .channels import (
     DurableGreeting,
     EverythingChannel,
     Greeting,
+    LoudGreeting,
     OrderChannel,
     PostChannel,
     ProfileChannel,
@@ -25,6 +26,7 @@ from .channels import (
     RetryProbe,
     Sized,
     TicketChannel,
+    UrgentGreeting,
 )
 from .models import Delivery
 
@@ -211,6 +213,33 @@ def ticket_created(old, new):
         except Exception:
             pass
     Delivery.objects.create(listener="ticket_created", key=new.code)
+
+
+# Durable update and delete triggers, and a durable BEFORE trigger (row-level,
+# through pgpubsub_publish_v1()), for the shape of stored events.
+@pgpubsub.pre_update_listener(TicketChannel)
+def ticket_pre_update(old, new):
+    record("ticket_pre_update", old, new, key=new.code)
+
+
+@pgpubsub.post_update_listener(TicketChannel)
+def ticket_updated(old, new):
+    record("ticket_updated", old, new, key=new.code)
+
+
+@pgpubsub.post_delete_listener(TicketChannel)
+def ticket_deleted(old, new):
+    record("ticket_deleted", old, new, key=old.code)
+
+
+@pgpubsub.listener(LoudGreeting)
+def loud_greet(message: str, count: int, volume: int):
+    record("loud_greet", message=message)
+
+
+@pgpubsub.listener(UrgentGreeting)
+def urgent_greet(message: str):
+    record("urgent_greet", message=message)
 
 
 @pgpubsub.listener(AuthorChannel)

@@ -116,7 +116,8 @@ def test_a_missed_wake_up_delays_processing_by_at_most_the_poll_interval(start_w
             "INSERT INTO pgpubsub_notification (channel, payload) VALUES (%s, %s::jsonb)",
             [
                 OrderChannel.listen_safe_name(),
-                '{"op": "INSERT", "new": {"id": 1, "reference": "silent", "amount": 0}}',
+                '{"app": "app", "model": "Order", "op": "INSERT", '
+                '"new": {"id": 1, "reference": "silent", "amount": 0}}',
             ],
         )
     # PGPUBSUB_POLL_INTERVAL is 1 second in the test settings.

@@ -145,7 +145,8 @@ def test_rows_from_before_a_schema_change_still_deliver(start_worker):
             "INSERT INTO pgpubsub_notification (channel, payload) VALUES (%s, %s::jsonb)",
             [
                 OrderChannel.listen_safe_name(),
-                '{"op": "INSERT", "new": {"id": 999, "reference": "old-schema", "dropped": 1}}',
+                '{"app": "app", "model": "Order", "op": "INSERT", '
+                '"new": {"id": 999, "reference": "old-schema", "dropped": 1}}',
             ],
         )
         cursor.execute("SELECT pg_notify(%s, '')", [OrderChannel.listen_safe_name()])

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection, transaction
 
 import pgpubsub
-from tests.app.channels import DurableGreeting, Greeting
+from tests.app.channels import DurableGreeting, Greeting, LoudGreeting
 from tests.app.models import Author, Delivery, Order, Post
 from tests.conftest import wait_for
 
@@ -203,3 +203,14 @@ def test_processes_supervisor_runs_workers_and_stops_cleanly(start_worker):
     assert worker.proc.wait(15) == 0
     sentinel_count = Delivery.objects.filter(listener="durable_greet").count()
     assert sentinel_count == 20
+
+
+def test_listen_channels_takes_the_subclasses_of_a_channel(start_worker):
+    # As in django-pgpubsub 1.3.1: LoudGreeting subclasses Greeting.
+    worker = start_worker("--worker", "--channels", "tests.app.channels.Greeting")
+    assert "tests.app.channels.LoudGreeting" in worker.output
+    pgpubsub.notify(LoudGreeting, message="loud")
+    pgpubsub.notify(DurableGreeting, message="not listened")
+    sentinel()
+    assert deliveries("loud_greet") == [("loud_greet", "loud")]
+    assert not deliveries("durable_greet")

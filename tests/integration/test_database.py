@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -10,6 +11,7 @@ import time
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils.connection import ConnectionDoesNotExist
 
 import pgpubsub
 from pgpubsub.models import Notification, StoredPayload
@@ -129,7 +131,7 @@ def test_notification_context_is_attached_and_bound_to_the_transaction():
     Order.objects.create(reference="without-context")
     payloads = {row.payload["new"]["reference"]: row.payload for row in Notification.objects.all()}
     assert payloads["with-context"]["context"] == {"request_id": "r-1"}
-    assert "context" not in payloads["without-context"]
+    assert payloads["without-context"]["context"] == {}
 
 
 def test_tx_bound_context_outside_atomic_is_an_error():
@@ -172,3 +174,28 @@ def test_worker_reads_a_burst_of_notifications_whole_in_order_and_capped(listen_
     assert max(sizes) < 300 + 300
     os.close(worker._wake_r)
     os.close(worker._wake_w)
+
+
+@dataclasses.dataclass
+class Routed(pgpubsub.Channel):
+    """A channel with a field named ``using``, which django-pgpubsub 1.3.1 allowed."""
+
+    using: str
+    count: int = 0
+
+
+def test_a_field_named_using_is_a_field_not_the_database(listen_conn):
+    listen(listen_conn, Routed)
+    returned = pgpubsub.notify(Routed, using="replica-7", count=3)
+    [payload] = received(listen_conn, Routed.listen_safe_name())
+    assert json.loads(payload)["events"] == [{"kwargs": {"using": "replica-7", "count": 3}}]
+    # notify() returns the payload, as 1.3.1's did.
+    assert json.loads(returned) == {"kwargs": {"using": "replica-7", "count": 3}}
+
+
+def test_using_names_the_database_for_other_channels(listen_conn):
+    listen(listen_conn, Greeting)
+    with pytest.raises(ConnectionDoesNotExist, match="nowhere"):
+        pgpubsub.notify(Greeting, message="x", using="nowhere")
+    pgpubsub.notify(Greeting, message="x", using="default")
+    assert len(received(listen_conn, Greeting.listen_safe_name())) == 1

@@ -11,7 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgpubsub import conf, drift, logs
-from pgpubsub.channel import BaseChannel, listeners_for, locate_channel
+from pgpubsub.channel import BaseChannel, locate_channel, registered_channels
 from pgpubsub.exceptions import PgpubsubError
 from pgpubsub.health import serve_endpoints
 from pgpubsub.supervisor import Supervisor
@@ -120,15 +120,17 @@ class Command(BaseCommand):
                 f"--worker runs a single worker; it cannot be combined with --processes {processes}"
             )
         try:
-            channels = [locate_channel(path) for path in options["channels"] or []]
+            given = [locate_channel(path) for path in options["channels"] or []]
         except PgpubsubError as exc:
             raise CommandError(str(exc)) from exc
-        for channel in channels:
-            if not listeners_for(channel):
+        for channel in given:
+            if not registered_channels([channel]):
                 raise CommandError(
-                    f"{channel.name()} has no listeners; register one with a pgpubsub listener "
-                    "decorator in a listeners.py of an installed app"
+                    f"{channel.name()} has no listeners, nor has any of its subclasses; register "
+                    "one with a pgpubsub listener decorator in a listeners.py of an installed app"
                 )
+        # Each channel given brings its subclasses with listeners, as in 1.3.1.
+        channels = registered_channels(given) if given else []
         for flag in ("health_port", "metrics_port"):
             port = options[flag]
             if port is not None and not (port == 0 or 0 < port + processes - 1 < 65536):

@@ -1,0 +1,1 @@
+"""``make compat``: django-pgpubsub 1.3.1's own test suite, run against pgpubsub."""
