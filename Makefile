@@ -55,8 +55,8 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-typecheck: $(STAMP) ## mypy over the pgpubsub package
-	$(BIN)/mypy pgpubsub
+typecheck: $(STAMP) ## mypy over the pgpubsub package and tools/
+	$(BIN)/mypy pgpubsub tools
 
 docs: $(STAMP) ## Build the HTML docs strictly (warnings are errors)
 	$(BIN)/sphinx-build $(SPHINXOPTS) -b html docs docs/_build/html
