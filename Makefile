@@ -86,4 +86,4 @@ clean: ## Remove build artefacts and caches (keeps .venv and .pgdata)
 
 distclean: clean ## clean + stop the embedded server, remove .venv and .pgdata
 	-@test -x $(BIN)/python && $(PGSERVER) stop
-	rm -rf $(VENV) $(VENV42) .pgdata
+	rm -rf $(VENV) $(VENV42) .pgdata .pgdata-test

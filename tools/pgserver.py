@@ -339,8 +339,13 @@ def _c_locale() -> Iterator[None]:
             os.environ["LC_ALL"] = saved
 
 
-def _start(pgdata: Path) -> PostgresServer:
-    """Start the server unless it runs; return this process's package handle."""
+def _start(pgdata: Path, *, hold: bool = False) -> PostgresServer:
+    """Start the server unless it runs; return this process's package handle.
+
+    Only ``run`` holds the server (``hold``): it counts among the processes
+    using it until it lets go.  get_server() counts every caller, so the
+    others (a test that restarts the server, ``start``) are taken off again.
+    """
     package = _package()
     if _postmaster(pgdata) is None:
         _prepare(pgdata)
@@ -350,10 +355,11 @@ def _start(pgdata: Path) -> PostgresServer:
         )
     # get_server() hands back this process's handle as it is, even if the
     # server has been stopped since, or if its first start timed out before
-    # this process was counted as a handle.
+    # this process was counted.
     _patiently(server.ensure_postgres_running, pgdata)
     with package.PostgresServer._lock:
-        server.global_process_id_list.get_and_add(os.getpid())
+        handles = server.global_process_id_list
+        (handles.get_and_add if hold else handles.get_and_remove)(os.getpid())
     if not (pgdata / SETTINGS_FILE).exists():
         # The package has just created the cluster and started it with
         # PostgreSQL's defaults; max_connections only changes on a restart.
@@ -494,7 +500,7 @@ def run(cmd: Sequence[str]) -> int:
     try:
         with _locked(pgdata):
             started = _postmaster(pgdata) is None
-            server = _start(pgdata)
+            server = _start(pgdata, hold=True)
             if started:
                 (pgdata / OWNED_MARKER).touch()
         if pending:
