@@ -121,7 +121,9 @@ def pgdata_dir() -> Path:
     ``$PGPUBSUB_PGDATA``; the default is ``<repo>/.pgdata``.
     """
     raw = os.environ.get(ENV_EMBEDDED) or os.environ.get(ENV_PGDATA)
-    return Path(raw).expanduser().resolve() if raw else DEFAULT_PGDATA
+    # Resolved, as the package resolves it: the path is matched against the
+    # server's command line.
+    return Path(raw or DEFAULT_PGDATA).expanduser().resolve()
 
 
 def _resolve(pgdata: Path | str | None) -> Path:
@@ -230,8 +232,9 @@ def _postmaster(pgdata: Path) -> PostmasterInfo | None:
     """The live server of ``pgdata`` according to ``postmaster.pid``, or None.
 
     The package trusts any live process with the recorded pid.  After a reboot,
-    or in a container, that pid often belongs to something else, and the
-    package would report a server that is not there: remove such a file.
+    or in a container, that pid often belongs to something else (even to the
+    server of another checkout), and the package would report a server that
+    is not there: remove such a file.
     """
     import psutil
 
@@ -244,7 +247,7 @@ def _postmaster(pgdata: Path) -> PostmasterInfo | None:
         return None
     try:
         process = psutil.Process(info.pid)
-        alive = "postgres" in process.name() and process.status() != psutil.STATUS_ZOMBIE
+        alive = str(pgdata) in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         alive = False
     if not alive:
