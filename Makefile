@@ -88,8 +88,8 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-typecheck: $(STAMP) ## mypy over the pgpubsub package
-	$(BIN)/mypy pgpubsub
+typecheck: $(STAMP) ## mypy over the pgpubsub package and tools/
+	$(BIN)/mypy pgpubsub tools
 
 docs: $(STAMP) ## Build the HTML docs strictly (warnings are errors)
 	$(BIN)/sphinx-build $(SPHINXOPTS) -b html docs docs/_build/html
@@ -119,4 +119,4 @@ clean: ## Remove build artefacts and caches (keeps the virtualenvs and .pgdata)
 
 distclean: clean ## clean + stop the embedded server, remove the virtualenvs and .pgdata
 	-@test -x $(BIN)/python && $(PGSERVER) stop
-	rm -rf $(VENV) .venv-django42 .venv-django60 .venv-django61 .pgdata
+	rm -rf $(VENV) .venv-django42 .venv-django60 .venv-django61 .pgdata .pgdata-test

@@ -366,6 +366,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def wait_idle(pid: int, quiet: float = 0.5, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` has used no CPU for ``quiet`` seconds, or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    last_cpu, last_change = cpu_seconds(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        cpu = cpu_seconds(pid)
+        if cpu != last_cpu:
+            last_cpu, last_change = cpu, time.monotonic()
+        elif time.monotonic() - last_change >= quiet:
+            return
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as fh:
         return int(fh.read().split()[1]) * PAGE_SIZE

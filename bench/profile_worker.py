@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from harness import (
@@ -105,7 +104,9 @@ def profile(impl: Impl, what: str, py_spy: str, cfg: Config) -> int:
         if not profiled_worker or not children:
             worker.send_signal(signal.SIGTERM)
         worker.wait(30)
-    time.sleep(0.5)
+    # py-spy writes the profile as it exits, and it has exited by now.
+    if not out.exists():
+        raise SystemExit(f"py-spy wrote no profile to {out}")
     summarise(out)
     return 0
 

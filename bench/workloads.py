@@ -22,6 +22,7 @@ from harness import (
     tally,
     truncate,
     wait_for,
+    wait_idle,
     workers,
 )
 
@@ -303,8 +304,8 @@ def idle_cpu(impl: Impl, cfg: Config) -> dict[str, Any]:
             *("--mode", "broadcast", "--n", "0", "--workers", "1"),
             *("--deadline", str(cfg.warm_up_deadline)),
         )
-        time.sleep(1.0)
         pid = procs[0].pid
+        wait_idle(pid)  # done with the warm-up's events
         cpu0, wall0 = cpu_seconds(pid), time.monotonic()
         time.sleep(cfg.idle_seconds)
         cpu1, wall1 = cpu_seconds(pid), time.monotonic()

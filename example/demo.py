@@ -24,6 +24,10 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["DATABASE_URL"] = pgserver.start()
 
 
+#: The reader of the notifications sent until the worker answers one.
+WARM_UP = "warm-up"
+
+
 def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -72,7 +76,8 @@ def main() -> int:
 
     def wait_lines(count: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        while sum(line.startswith("[listener]") for line in lines) < count:
+        # Answers to warm-up probes may still arrive later: they do not count.
+        while sum(line.startswith("[listener]") and WARM_UP not in line for line in lines) < count:
             if worker.poll() is not None:
                 raise SystemExit(f"the worker exited with {worker.returncode}")
             if time.monotonic() > deadline:
@@ -84,11 +89,11 @@ def main() -> int:
         # notification round-trip tells us it is listening.
         deadline = time.monotonic() + 30
         while not lines:
-            pgpubsub.notify(PostReads, post_id=0, reader="warm-up")
+            pgpubsub.notify(PostReads, post_id=0, reader=WARM_UP)
             time.sleep(0.2)
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the worker did not start")
-        expected = len(lines)
+        expected = 0
 
         step("insert, update and delete authors with the ORM")
         ada = Author.objects.create(name="Ada")
@@ -128,7 +133,7 @@ def main() -> int:
         pgpubsub.notify(PostReads, post_id=1, reader="Mary")
         expected += 2
         wait_lines(expected)
-        readers = list(PostRead.objects.exclude(reader="warm-up").values_list("reader", flat=True))
+        readers = list(PostRead.objects.exclude(reader=WARM_UP).values_list("reader", flat=True))
         print(f"   PostRead rows written by the listener: {readers}")
         if "nobody (rolled back)" in readers:
             raise SystemExit("a rolled-back notification was delivered")

@@ -43,6 +43,33 @@ def wait_for(
         time.sleep(interval)
 
 
+#: Messages of sentinel() notifications start with this; tests leave them out.
+SENTINEL_PREFIX = "sentinel-"
+
+
+def sentinel() -> None:
+    """Send a Greeting with a unique message and wait until both its listeners handled it.
+
+    A worker handles the notifications of its LISTEN connection in order, so
+    every broadcast notification sent before this one has then been handled
+    too. Waiting for this call's own message, never for any delivery, keeps an
+    earlier delivery from ending the wait before the sentinel is handled.
+    """
+    import pgpubsub
+    from tests.app.channels import Greeting
+    from tests.app.models import Delivery
+
+    message = f"{SENTINEL_PREFIX}{uuid.uuid4().hex}"
+    pgpubsub.notify(Greeting, message=message)
+    wait_for(
+        lambda: (
+            set(Delivery.objects.filter(key=message).values_list("listener", flat=True))
+            == {"greet", "greet_second"}
+        ),
+        what=f"both Greeting listeners to handle {message!r}",
+    )
+
+
 def db_url() -> str:
     """A libpq URL for the database the tests currently use (the test database)."""
     return make_conninfo(os.environ["DATABASE_URL"], dbname=connection.settings_dict["NAME"])

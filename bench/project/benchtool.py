@@ -65,7 +65,9 @@ def reset(tables: list[str]) -> None:
         cursor.execute(f"TRUNCATE {names} RESTART IDENTITY")
 
 
-def warm_up(probe: Any, kind: str, workers: int, tables: list[str], deadline: float) -> float:
+def warm_up(
+    probe: Any, kind: str, workers: int, tables: list[str], deadline: float, broadcast: bool
+) -> float:
     """Send probe events until every worker has handled one; then reset the tables.
 
     A broadcast event sent before a worker LISTENs is lost, and django-pgpubsub
@@ -73,22 +75,31 @@ def warm_up(probe: Any, kind: str, workers: int, tables: list[str], deadline: fl
     the probes are repeated until answered. This also runs each worker's
     whole path once, so the measurement starts warm. Returns the seconds it
     took, or -1 if the workers never answered (the run goes on regardless).
+
+    Before the reset, one last probe must be answered: by every worker on a
+    broadcast channel, where each worker handles its events in order, so no
+    answer to an earlier probe can land after the reset. On a durable channel
+    each probe is answered once, and the reset's TRUNCATE waits for the
+    transactions handling probes and empties the outbox of the others.
     """
     started = time.time()
     end = started + deadline
+
+    def workers_answering(**ref: int) -> int:
+        return Processed.objects.filter(kind=kind, **ref).values("worker").distinct().count()
+
     attempt = 0
     while time.time() < end:
         attempt += 1
         probe(attempt)
         wait_until = min(end, time.time() + 1.0)
-        seen = 0
-        while time.time() < wait_until:
-            seen = Processed.objects.filter(kind=kind).values("worker").distinct().count()
-            if seen >= workers:
-                break
+        while time.time() < wait_until and workers_answering() < workers:
             time.sleep(0.02)
-        if seen >= workers:
-            time.sleep(0.3)  # let the answers to earlier probes land before the reset
+        if workers_answering() >= workers:
+            last = probe(attempt + 1)
+            needed = workers if broadcast else 1
+            while time.time() < end and workers_answering(ref=last) < needed:
+                time.sleep(0.02)
             reset(tables)
             return time.time() - started
     # No answer: measure anyway (the harness reports what arrives, if anything).
@@ -98,16 +109,21 @@ def warm_up(probe: Any, kind: str, workers: int, tables: list[str], deadline: fl
 
 
 def row_probe(model: Any) -> Any:
-    def probe(attempt: int) -> None:
-        model.objects.create(n=-attempt)
+    """A probe that inserts a row; it returns the ``ref`` the listeners record (the pk)."""
+
+    def probe(attempt: int) -> int:
+        return int(model.objects.create(n=-attempt).pk)
 
     return probe
 
 
 def message_probe(path: str) -> Any:
-    def probe(attempt: int) -> None:
+    """A probe that sends a message; it returns the ``ref`` the listeners record (n)."""
+
+    def probe(attempt: int) -> int:
         with transaction.atomic():
             pgpubsub.notify(path, n=-attempt)
+        return -attempt
 
     return probe
 
@@ -117,7 +133,14 @@ def cmd_bulk(args: argparse.Namespace) -> None:
     table = model._meta.db_table
     warm = 0.0
     if args.workers:
-        warm = warm_up(row_probe(model), ROW_KINDS[args.mode], args.workers, [table], args.deadline)
+        warm = warm_up(
+            row_probe(model),
+            ROW_KINDS[args.mode],
+            args.workers,
+            [table],
+            args.deadline,
+            broadcast=args.mode == "broadcast",
+        )
     started = time.time()
     for first in range(0, args.n, args.batch):
         rows = [model(n=i) for i in range(first + 1, min(args.n, first + args.batch) + 1)]
@@ -128,7 +151,9 @@ def cmd_bulk(args: argparse.Namespace) -> None:
 
 def cmd_notify(args: argparse.Namespace) -> None:
     path, kind = MESSAGE_CHANNELS[args.mode]
-    warm = warm_up(message_probe(path), kind, args.workers, [], args.deadline)
+    warm = warm_up(
+        message_probe(path), kind, args.workers, [], args.deadline, args.mode == "broadcast"
+    )
     started = time.time()
     for first in range(0, args.n, args.batch):
         with transaction.atomic():
@@ -140,7 +165,12 @@ def cmd_notify(args: argparse.Namespace) -> None:
 def cmd_paced(args: argparse.Namespace) -> None:
     model = MODELS[args.mode]
     warm = warm_up(
-        row_probe(model), ROW_KINDS[args.mode], args.workers, [model._meta.db_table], args.deadline
+        row_probe(model),
+        ROW_KINDS[args.mode],
+        args.workers,
+        [model._meta.db_table],
+        args.deadline,
+        broadcast=args.mode == "broadcast",
     )
     interval = 1.0 / args.rate
     commits: list[tuple[int, float]] = []

@@ -46,6 +46,12 @@ def assert_exactly_once(references: list[str], timeout: float = 60.0) -> None:
     wait_for(
         lambda: processed() >= len(references), timeout, what=f"{len(references)} orders processed"
     )
+    # A notification being handled is still pending: once none is, no late
+    # duplicate can arrive after the check below.
+    wait_for(
+        lambda: not Notification.objects.filter(state="pending").exists(),
+        what="the outbox to be empty",
+    )
     duplicates = list(
         Delivery.objects.filter(listener="order_created")
         .values("key")
@@ -55,10 +61,6 @@ def assert_exactly_once(references: list[str], timeout: float = 60.0) -> None:
     assert duplicates == []
     keys = set(Delivery.objects.filter(listener="order_created").values_list("key", flat=True))
     assert keys == set(references)
-    wait_for(
-        lambda: not Notification.objects.filter(state="pending").exists(),
-        what="the outbox to be empty",
-    )
 
 
 def test_events_committed_while_no_worker_runs_are_processed_at_start(start_worker):
@@ -86,7 +88,7 @@ def test_all_connections_terminated_mid_stream(start_worker):
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
     assert_exactly_once(references)
-    assert "reconnecting" in worker.output
+    worker.wait_for_output("reconnecting")
     worker.wait_ready(count=2)
     assert worker.proc.poll() is None
 
@@ -144,6 +146,7 @@ def test_always_failing_is_dead_lettered_then_retried_after_the_fix(start_worker
     assert all("the listener is broken in this deployment" in n.last_error for n in dead)
     assert all("Traceback" in n.last_error for n in dead)
     # Other notifications kept flowing while these failed.
+    wait_for(lambda: processed() == 5, what="the 5 fine orders")
     assert set(Delivery.objects.values_list("key", flat=True)) == {f"fine-{i}" for i in range(5)}
     assert broken.stop() == 0
 

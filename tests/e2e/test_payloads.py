@@ -16,7 +16,7 @@ import pgpubsub
 from pgpubsub.models import Notification, StoredPayload
 from tests.app.channels import DurableGreeting, Greeting, OrderChannel, Sized
 from tests.app.models import Author, Delivery, Everything, Order, Post, Profile, Restaurant
-from tests.conftest import wait_for
+from tests.conftest import sentinel, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -75,8 +75,7 @@ def test_identical_updates_in_one_transaction_are_two_deliveries(start_worker):
         Author.objects.filter(pk=author.pk).update(name="same")
         Author.objects.filter(pk=author.pk).update(name="same")
     wait_deliveries(2, "post_update")
-    pgpubsub.notify(Greeting, message="sentinel")
-    wait_deliveries(1, "greet_second")
+    sentinel()
     assert Delivery.objects.filter(listener="post_update").count() == 2
 
 
@@ -199,7 +198,7 @@ def test_malformed_payloads_are_skipped_and_the_worker_keeps_serving(start_worke
     wait_deliveries(1, "greet")
     wait_deliveries(1, "durable_greet")
     assert worker.proc.poll() is None
-    assert "skipped a malformed notification" in worker.output
+    worker.wait_for_output("skipped a malformed notification")
     # Durable garbage is never lost silently: it ends as dead letters.
     wait_for(
         lambda: Notification.objects.filter(state="dead").count() == 3,

@@ -27,7 +27,7 @@ def test_per_channel_max_attempts_and_model_given_as_label(start_worker):
     # TicketChannel.max_attempts = 1, although PGPUBSUB_MAX_ATTEMPTS is 3.
     assert [n.attempts for n in dead] == [1]
     assert "ticket bad-1 is bad" in dead[0].last_error
-    assert "dead-lettered after 1 attempts" in worker.output
+    worker.wait_for_output("dead-lettered after 1 attempts")
 
 
 @pytest.mark.parametrize("optimistic", ["1", "0"])
@@ -53,7 +53,10 @@ def test_database_errors_in_a_listener_are_its_failures_not_lost_connections(sta
         what="the timing-out notification to be dead-lettered",
     )
     assert "canceling statement due to statement timeout" in Notification.objects.get().last_error
-    assert Delivery.objects.filter(listener="order_created", key="fine-1").exists()
+    wait_for(
+        lambda: Delivery.objects.filter(listener="order_created", key="fine-1").exists(),
+        what="the order committed after the failing one",
+    )
     assert "reconnecting" not in worker.output
 
 

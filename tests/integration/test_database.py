@@ -7,6 +7,7 @@ import json
 import os
 import select
 import time
+import uuid
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -22,7 +23,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def received(conn, channel):
-    return [n.payload for n in conn.notifies(timeout=0.5) if n.channel == channel]
+    """Payloads of the notifications on ``channel`` committed before this call, in order.
+
+    ``conn`` (autocommit, listening) sends a unique marker last. Notifications
+    arrive in commit order, so once the marker is back, everything committed
+    before it has arrived too: no time window, and "nothing" is exact.
+    """
+    marker = f"marker-{uuid.uuid4().hex}"
+    conn.execute("SELECT pg_notify(%s, %s)", [channel, marker])
+    payloads = []
+    for note in conn.notifies(timeout=20):
+        if note.channel != channel:
+            continue
+        if note.payload == marker:
+            return payloads
+        payloads.append(note.payload)
+    raise AssertionError(f"timed out after 20s waiting for the marker {marker!r} on {channel}")
 
 
 def listen(conn, channel):
