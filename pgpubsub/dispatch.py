@@ -45,6 +45,7 @@ from django.db.models.functions import Cast, Now
 from django.utils.module_loading import import_string
 
 from . import conf, sql
+from .backoff import exponential_delay
 from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_for
 from .exceptions import PayloadError
 from .models import Notification
@@ -64,7 +65,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 def retry_delay(attempts: int) -> float:
     """Seconds before retry number ``attempts`` (1-based) of a failed durable notification."""
-    return min(conf.retry_backoff_max(), conf.retry_backoff() * (2 ** max(0, attempts - 1)))
+    return exponential_delay(attempts, conf.retry_backoff(), conf.retry_backoff_max())
 
 
 @dataclass

@@ -27,8 +27,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import selectors
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +37,7 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 
 from .observe import Observer
+from .selfpipe import Waker
 from .worker import conninfo_params
 
 logger = logging.getLogger("pgpubsub")
@@ -216,7 +215,7 @@ class OpsServer(ThreadingHTTPServer):
         self.timeout = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._wake_r, self._wake_w = os.pipe()
+        self._waker = Waker()
 
     @property
     def url(self) -> str:
@@ -224,13 +223,10 @@ class OpsServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
     def _serve(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.fileno(), selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping:
-                for key, _ in selector.select():
-                    if key.fd == self.fileno() and not self._stopping:
-                        self.handle_request()
+        listening = self.fileno()
+        while not self._stopping:
+            if self._waker.wait([listening]) and not self._stopping:
+                self.handle_request()
 
     def start(self) -> OpsServer:
         self._thread = threading.Thread(
@@ -241,13 +237,12 @@ class OpsServer(ThreadingHTTPServer):
 
     def stop(self) -> None:
         self._stopping = True
-        os.write(self._wake_w, b"\0")
+        self._waker.wake()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
         self.server_close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._waker.close()
 
 
 @contextlib.contextmanager

@@ -27,9 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import re
-import select
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,10 +37,12 @@ import psycopg
 from django.db import connections
 
 from . import conf, sql
+from .backoff import Backoff
 from .channel import BaseChannel, registry
 from .dispatch import CONNECTION_ERRORS, Dispatcher
 from .exceptions import ChannelNotFound, DatabaseConfigurationError, DatabaseNotMigrated
 from .observe import observers
+from .selfpipe import Waker
 from .server_version import check_server_version
 
 logger = logging.getLogger("pgpubsub")
@@ -127,23 +127,6 @@ def preflight(using: str) -> None:
         check_migrated(conn, using)
 
 
-class Backoff:
-    """Exponential backoff with jitter, for reconnecting."""
-
-    def __init__(self, first: float = 0.2, maximum: float = 15.0) -> None:
-        self.first = first
-        self.maximum = maximum
-        self.attempt = 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.maximum, self.first * (2**self.attempt))
-        self.attempt += 1
-        return delay * random.uniform(0.5, 1.0)
-
-
 class Worker:
     """Listens on channels and dispatches their notifications to the listeners."""
 
@@ -172,9 +155,8 @@ class Worker:
         self.dispatcher = Dispatcher(self.using)
         self.stopping = False
         self.listen_conn: psycopg.Connection[Any] | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # Opened by run(): a worker that is built but never run holds no pipe.
+        self._waker: Waker | None = None
         self._next_sweep = 0.0
 
     # -- lifecycle ---------------------------------------------------------
@@ -182,8 +164,8 @@ class Worker:
     def stop(self, *_: Any) -> None:
         """Ask the worker to finish the batch in hand and return from :meth:`run`."""
         self.stopping = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
+        if self._waker is not None:
+            self._waker.wake()
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -197,7 +179,8 @@ class Worker:
     def run(self, *, install_signal_handlers: bool = True) -> None:
         """Serve until :meth:`stop` is called (or SIGTERM/SIGINT arrives)."""
         handlers = self._signal_handlers() if install_signal_handlers else contextlib.nullcontext()
-        backoff = Backoff()
+        backoff = Backoff(0.2, 15.0, jitter=True)
+        waker = self._waker = Waker()
         self._names = ", ".join(channel.name() for channel in self.channels)
         connected = False
         with handlers:
@@ -233,21 +216,11 @@ class Worker:
                         self._close()
                         for observer in observers():
                             observer.connection_changed(False)
-                        self._sleep(delay)
+                        waker.wait(timeout=delay)
             finally:
                 self._close()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                waker.close()
         logger.info("pgpubsub: worker %d stopped", os.getpid())
-
-    def _sleep(self, seconds: float) -> None:
-        select.select([self._wake_r], [], [], seconds)
-        self._drain_wake_pipe()
-
-    def _drain_wake_pipe(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 512):
-                pass
 
     def _connect(self) -> None:
         # LISTEN before anything else: whatever commits from here on is either
@@ -276,7 +249,8 @@ class Worker:
 
     def _serve(self) -> None:
         conn = self.listen_conn
-        assert conn is not None
+        waker = self._waker
+        assert conn is not None and waker is not None
         fd = conn.fileno()
         # Notifications that arrived while LISTEN statements ran wait in
         # psycopg's backlog, which the socket will not announce again.
@@ -286,9 +260,7 @@ class Worker:
             if self.durable:
                 due = min(self._next_sweep, self.dispatcher.next_retry)
                 timeout = max(0.0, due - time.monotonic())
-            readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
-            if self._wake_r in readable:
-                self._drain_wake_pipe()
+            readable = waker.wait([fd], timeout)
             if self.stopping:
                 break
             if fd in readable:

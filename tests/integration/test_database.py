@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import select
 import time
 import uuid
@@ -188,8 +187,6 @@ def test_worker_reads_a_burst_of_notifications_whole_in_order_and_capped(listen_
     # One socket read holds a couple of hundred of these; a batch stops at
     # the first read that reaches the batch size.
     assert max(sizes) < 300 + 300
-    os.close(worker._wake_r)
-    os.close(worker._wake_w)
 
 
 @dataclasses.dataclass
