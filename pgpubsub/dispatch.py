@@ -39,7 +39,6 @@ from typing import Any
 import msgspec
 import psycopg
 from django.db import connections, transaction
-from django.db import utils as db_utils
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast, Now
 from django.utils.module_loading import import_string
@@ -47,20 +46,13 @@ from django.utils.module_loading import import_string
 from . import conf, sql
 from .backoff import exponential_delay
 from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_for
+from .connection import CONNECTION_ERRORS
 from .exceptions import PayloadError
 from .models import Notification
 from .observe import observers
 from .payloads import Event, Message, decode_stored_event, message_decoder, preview
 
 logger = logging.getLogger("pgpubsub")
-
-#: Errors after which the worker reconnects instead of giving up.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    db_utils.OperationalError,
-    db_utils.InterfaceError,
-)
 
 
 def retry_delay(attempts: int) -> float:

@@ -90,7 +90,7 @@ class ListeningConnection:
 
     def poll(self) -> None:
         """Collect the notifications that reached the connection since it last ran a statement."""
-        self.connection.execute("SELECT 1")
+        self.connection.execute(sql.PING)
 
     def stop(self) -> None:
         """Stop collecting notifications (the connection keeps LISTENing)."""

@@ -6,9 +6,10 @@ Needs the optional ``prometheus-client`` dependency::
 
 :class:`PrometheusObserver` counts what the worker does, through the
 :class:`pgpubsub.observe.Observer` hooks. :class:`DatabaseCollector` reads
-the state of the database at scrape time: durable backlog, dead letters,
-worker sessions and the NOTIFY queue. Both are registered in the same
-registry and served at ``/metrics`` by :func:`pgpubsub.health.serve_endpoints`.
+the state of the database at scrape time, on a probe connection
+(:mod:`pgpubsub.probes`): durable backlog, dead letters, worker sessions and
+the NOTIFY queue. Both are registered in the same registry and served at
+``/metrics`` by :func:`pgpubsub.endpoints.serve_endpoints`.
 
 Every series is labelled with the channel's dotted path (``channel``), and
 failures also with the listener's dotted path (``listener``; ``"-"`` when the
@@ -29,15 +30,25 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from . import conf, store
 from .channel import BaseChannel, all_channel_classes, listeners_for
 from .channel import registry as listener_registry
+from .models import NotificationState
 from .observe import Observer
+from .probes import (
+    probe_connection,
+    probe_params,
+    run,
+    server_status,
+    worker_application_name,
+    worker_sessions,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-    from .health import Route
+    from .opsserver import Route
 
 logger = logging.getLogger("pgpubsub")
 
@@ -46,20 +57,6 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 #: Label value of failures that happened before any listener ran (undecodable payload).
 NO_LISTENER = "-"
-
-BACKLOG_SQL = """
-SELECT channel, state, count(*),
-       extract(epoch FROM clock_timestamp() - min(created_at))::float8
-FROM pgpubsub_notification
-GROUP BY channel, state
-"""
-
-QUEUE_USAGE_SQL = "SELECT pg_notification_queue_usage()"
-
-WORKER_COUNT_SQL = """
-SELECT count(*) FROM pg_stat_activity
-WHERE application_name = %s AND datname = current_database()
-"""
 
 
 def prometheus() -> ModuleType:
@@ -205,7 +202,7 @@ class PrometheusObserver(Observer):
         return content_type, encoder(self.registry)
 
     def routes(self) -> dict[str, Route]:
-        """The ``/metrics`` route for :class:`pgpubsub.health.OpsServer`."""
+        """The ``/metrics`` route for :class:`pgpubsub.opsserver.OpsServer`."""
 
         def metrics() -> tuple[int, str, bytes]:
             content_type, body = self.exposition()
@@ -218,7 +215,7 @@ class DatabaseCollector:
     """Gauges read from the database at each scrape, on a short-lived connection.
 
     ``params`` are psycopg connection parameters (see
-    :func:`pgpubsub.health.probe_params`). When the database cannot be read,
+    :func:`pgpubsub.probes.probe_params`). When the database cannot be read,
     ``pgpubsub_database_up`` is 0 and the database gauges are left out, so
     the scrape itself still succeeds.
     """
@@ -242,19 +239,15 @@ class DatabaseCollector:
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from .health import probe_connection
-
         started = time.monotonic()
         up = GaugeMetricFamily(
             "pgpubsub_database_up", "1 if the last scrape could query the database, else 0."
         )
         try:
             with probe_connection(self.params, self.timeout) as conn:
-                backlog = conn.execute(BACKLOG_SQL).fetchall()
-                usage_row = conn.execute(QUEUE_USAGE_SQL).fetchone()
-                workers_row = conn.execute(
-                    WORKER_COUNT_SQL, [self.worker_application_name]
-                ).fetchone()
+                backlog: list[store.BacklogRow] = run(conn, store.backlog())
+                _database, _version, usage_value = run(conn, server_status())
+                workers_count = len(run(conn, worker_sessions(self.worker_application_name)))
         except Exception as exc:  # a scrape must not fail because the database does
             logger.warning("pgpubsub: metrics could not query the database: %s", exc)
             up.add_metric([], 0)
@@ -282,16 +275,16 @@ class DatabaseCollector:
         dead_by: dict[str, float] = {}
         # Every durable channel has a series, even with nothing stored.
         labels = [channel.name() for channel in listener_registry if channel.lock_notifications]
-        labels += [names.get(db_name, db_name) for db_name, *_ in backlog]
+        labels += [names.get(row.channel, row.channel) for row in backlog]
         for label in labels:
             pending_by[label] = age_by[label] = dead_by[label] = 0
-        for db_name, state, count, age in backlog:
-            label = names.get(db_name, db_name)
-            if state == "pending":
-                pending_by[label] = count
-                age_by[label] = age or 0.0
-            elif state == "dead":
-                dead_by[label] = count
+        for row in backlog:
+            label = names.get(row.channel, row.channel)
+            if row.state == NotificationState.PENDING:
+                pending_by[label] = row.notifications
+                age_by[label] = row.age or 0.0
+            elif row.state == NotificationState.DEAD:
+                dead_by[label] = row.notifications
         for gauge, values in ((pending, pending_by), (oldest, age_by), (dead, dead_by)):
             for label, number in sorted(values.items()):
                 gauge.add_metric([label], number)
@@ -303,13 +296,13 @@ class DatabaseCollector:
             "pgpubsub_notify_queue_usage",
             "Fraction of the server's NOTIFY queue in use (pg_notification_queue_usage()).",
         )
-        usage.add_metric([], float(usage_row[0]) if usage_row else 0.0)
+        usage.add_metric([], float(usage_value))
         yield usage
         workers = GaugeMetricFamily(
             "pgpubsub_workers_connected",
             "Worker LISTEN sessions connected to the database (from pg_stat_activity).",
         )
-        workers.add_metric([], workers_row[0] if workers_row else 0)
+        workers.add_metric([], workers_count)
         yield workers
         duration = GaugeMetricFamily(
             "pgpubsub_database_scrape_seconds", "Seconds the database gauges took to read."
@@ -332,9 +325,6 @@ def install(
     Returns the observer; register it with :func:`pgpubsub.observe.add_observer`
     (``listen --metrics-port`` does). Call it in the main thread.
     """
-    from . import conf
-    from .health import probe_params, worker_application_name
-
     client = prometheus()
     target = registry if registry is not None else client.REGISTRY
     observer = _installed.get(id(target))

@@ -23,7 +23,7 @@ from django.db import OperationalError
 
 from pgpubsub import conf, outbox, status
 from pgpubsub.exceptions import PgpubsubError
-from pgpubsub.health import (
+from pgpubsub.probes import (
     DEFAULT_PROBE_TIMEOUT,
     connected_workers,
     probe_connection,
