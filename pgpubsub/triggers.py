@@ -22,7 +22,7 @@ with :func:`pgpubsub.trigger_listener`, where a custom condition is wanted.
 
 This module decides which trigger a listener needs; the PL/pgSQL text of
 the trigger bodies is written by the trigger-body functions of
-:mod:`pgpubsub.sql`, with all of pgpubsub's other SQL.
+``pgpubsub.sql``, with all of pgpubsub's other SQL.
 """
 
 from __future__ import annotations
