@@ -30,8 +30,9 @@ from django.core import checks
 from django.db import DatabaseError
 
 from . import conf, drift, migration_order, status
-from .channel import Channel, Listener, TriggerChannel, registry
+from .channel import Channel, TriggerChannel
 from .exceptions import PgpubsubError
+from .registry import Listener, registry
 
 #: Tag of pgpubsub's checks that need no database (``manage.py check --tag pgpubsub``).
 TAG = "pgpubsub"

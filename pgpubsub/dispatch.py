@@ -45,12 +45,13 @@ from django.utils.module_loading import import_string
 
 from . import conf, sql
 from .backoff import exponential_delay
-from .channel import BaseChannel, Channel, Listener, TriggerChannel, listeners_for
+from .channel import BaseChannel, Channel, TriggerChannel
 from .connection import CONNECTION_ERRORS
 from .exceptions import PayloadError
 from .models import Notification
 from .observe import observers
 from .payloads import Event, Message, decode_stored_event, message_decoder, preview
+from .registry import Listener, listeners_for
 
 logger = logging.getLogger("pgpubsub")
 

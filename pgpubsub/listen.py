@@ -18,10 +18,11 @@ import psycopg
 from django.db import connections, transaction
 
 from . import conf, sql
-from .channel import BaseChannel, channel_for_db_name, locate_channel, registered_channels
+from .channel import BaseChannel, locate_channel
 from .dispatch import Dispatcher
 from .drift import log_warnings
 from .exceptions import ChannelNotFound
+from .registry import channel_for_db_name, registered_channels
 from .worker import Worker
 
 #: django-pgpubsub 1.3.1's loop flag. Tests patch it to ``False`` so that

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 
 from . import conf, store
-from .channel import BaseChannel, all_channel_classes, listeners_for
-from .channel import registry as listener_registry
+from .channel import BaseChannel, channel_names
 from .models import NotificationState
 from .observe import Observer
 from .probes import (
@@ -43,6 +42,8 @@ from .probes import (
     worker_application_name,
     worker_sessions,
 )
+from .registry import listeners_for
+from .registry import registry as listener_registry
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -69,14 +70,6 @@ def prometheus() -> ModuleType:
             "pip install 'pgpubsub-django[metrics]'"
         ) from exc
     return prometheus_client
-
-
-def channel_names() -> dict[str, str]:
-    """Database channel name -> dotted path, for every channel class known."""
-    names: dict[str, str] = {}
-    for channel in [*all_channel_classes(), *listener_registry]:
-        names[channel.listen_safe_name()] = channel.name()
-    return names
 
 
 class PrometheusObserver(Observer):

@@ -32,10 +32,11 @@ from django.db import ProgrammingError, transaction
 from django.utils import timezone
 
 from . import conf, sql
-from .channel import BaseChannel, TriggerChannel, all_channel_classes, listeners_for, registry
+from .channel import BaseChannel, TriggerChannel, channel_names
 from .connector import Query, SyncConnector, all_rows
 from .outbox import backlog
 from .probes import server_status, worker_application_name, worker_sessions
+from .registry import listeners_for, registry
 
 INSTALLED = "installed"
 MISSING = "missing"
@@ -170,18 +171,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime.datetime | datetime.date):
         return value.isoformat()
     return value
-
-
-def channel_names() -> dict[str, str]:
-    """Database channel name -> dotted path, for every channel class known."""
-    return {channel.listen_safe_name(): channel.name() for channel in known_channels()}
-
-
-def known_channels() -> list[type[BaseChannel]]:
-    """Channels with listeners first, then every other channel class defined."""
-    found = list(registry)
-    found += [channel for channel in all_channel_classes() if channel not in found]
-    return found
 
 
 def _expected_body(install_sql: str, pgid: str) -> str | None:

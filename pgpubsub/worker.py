@@ -37,11 +37,12 @@ from django.db import connections
 
 from . import conf, sql
 from .backoff import Backoff
-from .channel import BaseChannel, registry
+from .channel import BaseChannel
 from .connection import CONNECTION_ERRORS, check_migrated, configuration_error, conninfo_params
 from .dispatch import Dispatcher
 from .exceptions import ChannelNotFound, DatabaseConfigurationError
 from .observe import observers
+from .registry import registry
 from .selfpipe import Waker
 from .server_version import check_server_version
 

@@ -149,6 +149,17 @@ def test_notification_context_is_attached_and_bound_to_the_transaction():
     assert payloads["without-context"]["context"] == {}
 
 
+def test_a_context_set_in_an_aborted_transaction_is_ignored():
+    # A failed statement caught inside atomic() leaves the transaction
+    # aborted without Django knowing: the database answers SQLSTATE 25P02,
+    # and the notifications (and their context) will be rolled back anyway.
+    with transaction.atomic():
+        with connection.cursor() as cursor, pytest.raises(DatabaseError):
+            cursor.execute("SELECT 1 / 0")
+        pgpubsub.set_notification_context({"request": "lost"})
+        transaction.set_rollback(True)
+
+
 def test_tx_bound_context_outside_atomic_is_an_error():
     with pytest.raises(RuntimeError, match=r"inside transaction\.atomic"):
         pgpubsub.set_notification_context({"a": 1})

@@ -11,10 +11,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgpubsub import conf, drift, logs
-from pgpubsub.channel import BaseChannel, locate_channel, registered_channels
+from pgpubsub.channel import BaseChannel, locate_channel
 from pgpubsub.connection import preflight
 from pgpubsub.endpoints import serve_endpoints
 from pgpubsub.exceptions import PgpubsubError
+from pgpubsub.registry import registered_channels
 from pgpubsub.supervisor import Supervisor
 from pgpubsub.worker import Worker
 

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 
 from pgpubsub import conf, outbox, status
+from pgpubsub.channel import channel_names
 from pgpubsub.exceptions import PgpubsubError
 from pgpubsub.probes import (
     DEFAULT_PROBE_TIMEOUT,
@@ -235,7 +236,7 @@ class Command(BaseCommand):
         queryset = outbox.dead_letters(channels, using=alias)
         if ids is not None:
             queryset = queryset.filter(id__in=ids)
-        names = status.channel_names()
+        names = channel_names()
         rows = [
             {
                 "id": row.pk,
