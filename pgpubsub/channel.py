@@ -36,10 +36,12 @@ from django.apps import apps
 from django.db import models
 
 from . import conf
+from .codec import ChannelCodec
 from .context import set_notification_context
 from .exceptions import ChannelDefinitionError, ChannelNotFound, PayloadError
-from .payloads import ChannelCodec, Event, RowDecoder, decode_stored_event
 from .registry import channel_for_db_name, register_listener, registry
+from .rows import RowDecoder
+from .wire import Event, decode_stored_event
 
 __all__ = [
     "MAX_CHANNEL_NAME_LENGTH",

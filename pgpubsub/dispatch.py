@@ -50,8 +50,8 @@ from .connection import CONNECTION_ERRORS
 from .exceptions import PayloadError
 from .models import Notification
 from .observe import observers
-from .payloads import Event, Message, decode_stored_event, message_decoder, preview
 from .registry import Listener, listeners_for
+from .wire import Event, Message, decode_stored_event, message_decoder, preview
 
 logger = logging.getLogger("pgpubsub")
 
