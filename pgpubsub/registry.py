@@ -8,8 +8,8 @@ database name, which must be unique (:func:`channel_for_db_name`).
 ``registry`` is a plain dict, as django-pgpubsub 1.3.1's was (it is still
 importable from :mod:`pgpubsub.channel`), and code such as a test may
 change it directly. So nothing caches what it holds for longer than one
-run: a :class:`ListenerCache` belongs to one worker, or one
-``process_notifications()`` call.
+run: the cache of a :class:`pgpubsub.delivery.Delivery` belongs to one
+worker, or one ``process_notifications()`` call.
 """
 
 from __future__ import annotations
@@ -122,20 +122,6 @@ def register_listener(
 def listeners_for(channel: type[BaseChannel], trigger: str | None = None) -> list[Listener]:
     """The listeners of ``channel`` that receive events of ``trigger`` (its key; ``None``: all)."""
     return [listener for listener in registry.get(channel, []) if listener.serves(trigger)]
-
-
-class ListenerCache:
-    """:func:`listeners_for`, looked up once per (channel, trigger) for the life of one run."""
-
-    def __init__(self) -> None:
-        self._found: dict[tuple[type[BaseChannel], str | None], list[Listener]] = {}
-
-    def get(self, channel: type[BaseChannel], trigger: str | None) -> list[Listener]:
-        """The listeners of ``channel`` that receive events of ``trigger``."""
-        found = self._found.get((channel, trigger))
-        if found is None:
-            found = self._found[channel, trigger] = listeners_for(channel, trigger)
-        return found
 
 
 def registered_channels(

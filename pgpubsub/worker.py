@@ -7,10 +7,13 @@ sends no queries and uses no CPU; a worker serving durable channels also
 wakes every ``PGPUBSUB_POLL_INTERVAL`` seconds, and when a retry falls due,
 to look for stored notifications it was not woken for.
 
-Delivery itself is :mod:`pgpubsub.dispatch`'s: broadcast notifications
-received together are run as one batch in one transaction; durable ones are
-claimed from the outbox in batches, and the listeners' database effects
-commit exactly once together with the notification's removal.
+Delivery itself is not the worker's: broadcast notifications received
+together are run as one batch in one transaction
+(:mod:`pgpubsub.broadcast`); durable ones are claimed from the outbox in
+batches, and the listeners' database effects commit exactly once together
+with the notification's removal (:mod:`pgpubsub.durable`). The worker
+keeps the schedule: when to sweep, and when the retries its drains
+scheduled fall due.
 
 On any connection loss the worker reconnects with backoff, LISTENs again and
 catches up on stored notifications. Before its first connection has
@@ -25,7 +28,9 @@ hand and return.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import math
 import os
 import signal
 import time
@@ -37,9 +42,11 @@ from django.db import connections
 
 from . import conf, sql
 from .backoff import Backoff
+from .broadcast import BroadcastDelivery
 from .channel import BaseChannel
 from .connection import CONNECTION_ERRORS, check_migrated, configuration_error, conninfo_params
-from .dispatch import Dispatcher
+from .delivery import split_notifies
+from .durable import DurableDelivery
 from .exceptions import ChannelNotFound, DatabaseConfigurationError
 from .observe import observers
 from .registry import registry
@@ -74,7 +81,12 @@ class Worker:
         self.by_db_name = {channel.listen_safe_name(): channel for channel in selected}
         self.durable = [channel for channel in selected if channel.lock_notifications]
         self.poll_interval = conf.poll_interval()
-        self.dispatcher = Dispatcher(self.using)
+        self.batch_size = conf.batch_size()
+        self.broadcast_delivery = BroadcastDelivery(self.using)
+        self.durable_delivery = DurableDelivery(self.using)
+        # A heap of the monotonic times at which the retries scheduled by
+        # this worker's drains fall due, so that each one is looked for on time.
+        self._retries_due: list[float] = []
         self.stopping = False
         self.listen_conn: psycopg.Connection[Any] | None = None
         # Opened by run(): a worker that is built but never run holds no pipe.
@@ -180,16 +192,14 @@ class Worker:
         while not self.stopping:
             timeout = None
             if self.durable:
-                due = min(self._next_sweep, self.dispatcher.next_retry)
+                due = min(self._next_sweep, self._next_retry())
                 timeout = max(0.0, due - time.monotonic())
             readable = waker.wait([fd], timeout)
             if self.stopping:
                 break
             if fd in readable:
                 self._handle(self._receive(conn))
-            if self.durable and time.monotonic() >= min(
-                self._next_sweep, self.dispatcher.next_retry
-            ):
+            if self.durable and time.monotonic() >= min(self._next_sweep, self._next_retry()):
                 self._sweep()
 
     def _receive(self, conn: psycopg.Connection[Any]) -> list[psycopg.Notify]:
@@ -201,43 +211,44 @@ class Worker:
         fewer of the worker's transactions, without delaying any.
         """
         received = list(conn.notifies(timeout=0))
-        while received and len(received) < self.dispatcher.batch_size:
+        while received and len(received) < self.batch_size:
             more = list(conn.notifies(timeout=0))
             if not more:
                 break
             received += more
         return received
 
-    # -- dispatch ----------------------------------------------------------
+    # -- delivery ----------------------------------------------------------
 
     def _handle(self, notifies: list[psycopg.Notify]) -> None:
         if not notifies:
             return
-        broadcast: list[tuple[type[BaseChannel], str]] = []
-        durable: list[type[BaseChannel]] = []
-        for notify in notifies:
-            channel = self.by_db_name.get(notify.channel)
-            if channel is None:
-                continue
-            if channel.lock_notifications:
-                # The payload is only a wake-up: the outbox table is the truth.
-                if channel not in durable:
-                    durable.append(channel)
-            else:
-                broadcast.append((channel, notify.payload))
+        broadcast, durable = split_notifies(notifies, self.by_db_name.get)
         if broadcast:
-            self.dispatcher.broadcast(broadcast)
+            self.broadcast_delivery.deliver(broadcast)
         if durable:
             # Retries are left to the sweeps, which run when one falls due.
-            self.dispatcher.drain(durable, self._stopping, retries=False)
+            self._drain(durable, retries=False)
 
     def _stopping(self) -> bool:
         return self.stopping
+
+    def _next_retry(self) -> float:
+        """The monotonic time of the earliest retry scheduled and not yet looked for."""
+        return self._retries_due[0] if self._retries_due else math.inf
+
+    def _drain(self, channels: Sequence[type[BaseChannel]], *, retries: bool) -> None:
+        scheduled = self.durable_delivery.drain(
+            channels, batch_size=self.batch_size, stopping=self._stopping, retries=retries
+        )
+        for due in scheduled:
+            heapq.heappush(self._retries_due, due)
 
     def _sweep(self) -> None:
         now = time.monotonic()
         self._next_sweep = now + self.poll_interval
         # Only the retries due now are taken by this drain; later ones keep
         # their time, so a sweep between a failure and its retry never delays it.
-        self.dispatcher.retries_looked_for(now)
-        self.dispatcher.drain(self.durable, self._stopping, retries=True)
+        while self._retries_due and self._retries_due[0] <= now:
+            heapq.heappop(self._retries_due)
+        self._drain(self.durable, retries=True)
