@@ -61,6 +61,29 @@ __all__ = [
 MAX_CHANNEL_NAME_LENGTH = 63
 
 
+T = typing.TypeVar("T")
+
+
+def _once_per_class(build: Callable[[Any], T]) -> Callable[[Any], T]:
+    """Make a classmethod's ``build(cls)`` run once per class and keep its result.
+
+    Kept in the class's own ``__dict__`` (``_pgpubsub_<name>``), so it is not
+    inherited: a subclass is another channel. notify() and the worker ask
+    for a channel's name and codec on every event.
+    """
+    attribute = f"_pgpubsub_{build.__name__}"
+
+    @functools.wraps(build)
+    def once(cls: Any) -> T:
+        found: T | None = cls.__dict__.get(attribute)
+        if found is None:
+            found = build(cls)
+            setattr(cls, attribute, found)
+        return found
+
+    return once
+
+
 @dataclasses.dataclass
 class BaseChannel:
     """Common behaviour of :class:`Channel` and :class:`TriggerChannel`."""
@@ -92,18 +115,13 @@ class BaseChannel:
                 )
 
     @classmethod
+    @_once_per_class
     def name(cls) -> str:
         """The channel's dotted path, e.g. ``"myapp.channels.AuthorChannel"``."""
-        # Cached per class (not inherited: a subclass is another channel);
-        # notify() and the worker ask for it on every event.
-        name: str | None = cls.__dict__.get("_pgpubsub_name")
-        if name is None:
-            # __name__, not __qualname__: the name (and so the database name)
-            # must match django-pgpubsub 1.3.1's for stored notifications to carry over.
-            module = inspect.getmodule(cls)
-            name = f"{module.__name__ if module else cls.__module__}.{cls.__name__}"
-            cls._pgpubsub_name = name  # type: ignore[attr-defined]
-        return name
+        # __name__, not __qualname__: the name (and so the database name)
+        # must match django-pgpubsub 1.3.1's for stored notifications to carry over.
+        module = inspect.getmodule(cls)
+        return f"{module.__name__ if module else cls.__module__}.{cls.__name__}"
 
     @classmethod
     def listen_safe_name(cls) -> str:
@@ -159,13 +177,10 @@ class Channel(BaseChannel):
     """An app-level channel; subclass it as a ``@dataclass`` whose fields are the payload."""
 
     @classmethod
+    @_once_per_class
     def codec(cls) -> ChannelCodec:
         """The channel's payload codec (built once, raising if a field cannot be carried)."""
-        codec = cls.__dict__.get("_pgpubsub_codec")
-        if codec is None:
-            codec = ChannelCodec.build(cls, cls.name())
-            cls._pgpubsub_codec = codec  # type: ignore[attr-defined]
-        return codec
+        return ChannelCodec.build(cls, cls.name())
 
     @classmethod
     def validate(cls) -> None:
@@ -237,12 +252,10 @@ class TriggerChannel(BaseChannel):
         return model
 
     @classmethod
+    @_once_per_class
     def row_decoder(cls) -> RowDecoder:
-        decoder = cls.__dict__.get("_pgpubsub_row_decoder")
-        if decoder is None:
-            decoder = RowDecoder(cls.get_model(), cls.name())
-            cls._pgpubsub_row_decoder = decoder  # type: ignore[attr-defined]
-        return decoder
+        """Rebuilds the channel's model instances from event rows (built once)."""
+        return RowDecoder(cls.get_model(), cls.name())
 
     @classmethod
     def validate(cls) -> None:

@@ -46,7 +46,7 @@ from .registry import listeners_for
 from .registry import registry as listener_registry
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
     from .opsserver import Route
@@ -72,6 +72,75 @@ def prometheus() -> ModuleType:
     return prometheus_client
 
 
+#: The worker's series: attribute of the observer, metric type, name (after
+#: ``pgpubsub_``), description, labels.
+_SERIES: list[tuple[str, str, str, str, list[str]]] = [
+    (
+        "received_total",
+        "Counter",
+        "notifications_received",
+        "Events received by the worker (from a NOTIFY or claimed from the outbox).",
+        ["channel"],
+    ),
+    (
+        "processed_total",
+        "Counter",
+        "notifications_processed",
+        "Events whose listeners have run (durable: succeeded; broadcast: all, failed or not).",
+        ["channel"],
+    ),
+    (
+        "failed_total",
+        "Counter",
+        "notifications_failed",
+        'Listener failures (an exception, or an undecodable payload: listener="-").',
+        ["channel", "listener"],
+    ),
+    (
+        "retried_total",
+        "Counter",
+        "notifications_retried",
+        "Durable notifications that failed and were scheduled for another attempt.",
+        ["channel"],
+    ),
+    (
+        "dead_lettered_total",
+        "Counter",
+        "notifications_dead_lettered",
+        "Durable notifications that used up their attempts.",
+        ["channel"],
+    ),
+    (
+        "latency",
+        "Histogram",
+        "notification_latency_seconds",
+        "Seconds from publication (commit of the writer) to completion of the listeners.",
+        ["channel"],
+    ),
+    (
+        "duration",
+        "Histogram",
+        "listener_duration_seconds",
+        "Seconds the listeners of one event ran.",
+        ["channel"],
+    ),
+    (
+        "connected",
+        "Gauge",
+        "worker_connected",
+        "1 while the worker's LISTEN connection is up, else 0.",
+        [],
+    ),
+    (
+        "connection_losses_total",
+        "Counter",
+        "worker_connection_losses",
+        "Times the worker lost its LISTEN connection and had to reconnect.",
+        [],
+    ),
+]
+
+
 class PrometheusObserver(Observer):
     """Counts the worker's events into Prometheus metrics.
 
@@ -79,7 +148,18 @@ class PrometheusObserver(Observer):
     carries the process and platform collectors and any metric your own code
     defines); a registry can hold only one observer. ``channels`` are
     pre-declared with zero counts, so that rates exist before the first event.
+    The metrics are the attributes named in ``_SERIES``.
     """
+
+    received_total: Counter
+    processed_total: Counter
+    failed_total: Counter
+    retried_total: Counter
+    dead_lettered_total: Counter
+    latency: Histogram
+    duration: Histogram
+    connected: Gauge
+    connection_losses_total: Counter
 
     def __init__(
         self,
@@ -90,71 +170,15 @@ class PrometheusObserver(Observer):
         client = prometheus()
         self.registry = registry if registry is not None else client.REGISTRY
         kw: dict[str, Any] = {"registry": self.registry, "namespace": "pgpubsub"}
-        self.received_total = client.Counter(
-            "notifications_received",
-            "Events received by the worker (from a NOTIFY or claimed from the outbox).",
-            ["channel"],
-            **kw,
-        )
-        self.processed_total = client.Counter(
-            "notifications_processed",
-            "Events whose listeners have run (durable: succeeded; broadcast: all, failed or not).",
-            ["channel"],
-            **kw,
-        )
-        self.failed_total = client.Counter(
-            "notifications_failed",
-            'Listener failures (an exception, or an undecodable payload: listener="-").',
-            ["channel", "listener"],
-            **kw,
-        )
-        self.retried_total = client.Counter(
-            "notifications_retried",
-            "Durable notifications that failed and were scheduled for another attempt.",
-            ["channel"],
-            **kw,
-        )
-        self.dead_lettered_total = client.Counter(
-            "notifications_dead_lettered",
-            "Durable notifications that used up their attempts.",
-            ["channel"],
-            **kw,
-        )
-        self.latency = client.Histogram(
-            "notification_latency_seconds",
-            "Seconds from publication (commit of the writer) to completion of the listeners.",
-            ["channel"],
-            buckets=BUCKETS,
-            **kw,
-        )
-        self.duration = client.Histogram(
-            "listener_duration_seconds",
-            "Seconds the listeners of one event ran.",
-            ["channel"],
-            buckets=BUCKETS,
-            **kw,
-        )
-        self.connected = client.Gauge(
-            "worker_connected",
-            "1 while the worker's LISTEN connection is up, else 0.",
-            **kw,
-        )
-        self.connection_losses_total = client.Counter(
-            "worker_connection_losses",
-            "Times the worker lost its LISTEN connection and had to reconnect.",
-            **kw,
-        )
+        for attribute, kind, name, documentation, labels in _SERIES:
+            extra = {"buckets": BUCKETS} if kind == "Histogram" else {}
+            metric = getattr(client, kind)(name, documentation, labels, **extra, **kw)
+            setattr(self, attribute, metric)
         for channel in channels:
             name = channel.name()
-            for metric in (
-                self.received_total,
-                self.processed_total,
-                self.retried_total,
-                self.dead_lettered_total,
-                self.latency,
-                self.duration,
-            ):
-                metric.labels(name)
+            for attribute, _kind, _name, _documentation, labels in _SERIES:
+                if labels == ["channel"]:
+                    getattr(self, attribute).labels(name)
             for listener in listeners_for(channel):
                 self.failed_total.labels(name, listener.name)
         self._was_connected = False

@@ -31,14 +31,18 @@ logger = logging.getLogger("pgpubsub")
 Converter = Callable[[msgspec.Raw], Any]
 
 
-def _generic(field: models.Field) -> Converter:
-    to_python = field.to_python
+def _nullable(convert_value: Callable[[Any], Any]) -> Converter:
+    """A converter of a column's JSON value: null is None, the rest goes to ``convert_value``."""
 
     def convert(raw: msgspec.Raw) -> Any:
         value = msgspec.json.decode(raw)
-        return None if value is None else to_python(value)
+        return None if value is None else convert_value(value)
 
     return convert
+
+
+def _generic(field: models.Field) -> Converter:
+    return _nullable(field.to_python)
 
 
 _decimal_decoder = msgspec.json.Decoder(decimal.Decimal | None)
@@ -63,13 +67,10 @@ def _json(field: models.Field) -> Converter:
 
 
 def _binary(field: models.Field) -> Converter:
-    def convert(raw: msgspec.Raw) -> Any:
-        value = msgspec.json.decode(raw)
-        if value is None:
-            return None
+    def parse(value: str) -> bytes:
         return bytes.fromhex(value[2:]) if value.startswith("\\x") else value.encode()
 
-    return convert
+    return _nullable(parse)
 
 
 def _as_django_datetime(value: datetime.datetime) -> datetime.datetime:
@@ -83,16 +84,13 @@ def _as_django_datetime(value: datetime.datetime) -> datetime.datetime:
 
 
 def _datetime(field: models.Field) -> Converter:
-    def convert(raw: msgspec.Raw) -> Any:
-        value = msgspec.json.decode(raw)
-        if value is None:
-            return None
+    def parse(value: str) -> Any:
         parsed = parse_datetime(value)
         if parsed is None:
             return field.to_python(value)
         return _as_django_datetime(parsed)
 
-    return convert
+    return _nullable(parse)
 
 
 def _array(field: Any) -> Converter:
@@ -120,16 +118,13 @@ def _range(field: Any) -> Converter:
         value = base.to_python(text)
         return _as_django_datetime(value) if isinstance(value, datetime.datetime) else value
 
-    def convert(raw: msgspec.Raw) -> Any:
-        value = msgspec.json.decode(raw)
-        if value is None:
-            return None
+    def parse(value: str) -> Any:
         if value == "empty":
             return range_type(empty=True)
         lower, upper = value[1:-1].split(",", 1)
         return range_type(bound(lower), bound(upper), bounds=value[0] + value[-1])
 
-    return convert
+    return _nullable(parse)
 
 
 def _converter(field: models.Field) -> Converter:
