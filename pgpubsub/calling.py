@@ -83,5 +83,6 @@ def listener_kwargs(channel: type[BaseChannel], event: Event, using: str) -> dic
         if not event.kwargs:
             raise PayloadError(channel.name(), "the event has no 'kwargs'")
         codec = channel.codec()
-        return codec.resolve(codec.decode(event.kwargs))
+        kwargs = codec.decode(event.kwargs)
+        return codec.resolve(kwargs) if codec.has_models else kwargs
     raise PayloadError(channel.name(), "unknown kind of channel")  # pragma: no cover

@@ -21,6 +21,7 @@ statement that failed) and whether a listener left the transaction aborted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, TypeVar
@@ -30,6 +31,7 @@ from django.db import connections, transaction
 from psycopg.sql import Composed
 
 T = TypeVar("T")
+RowT = TypeVar("RowT", bound=tuple[Any, ...])
 #: One row of a result, as the driver returns it.
 Row = tuple[Any, ...]
 Params = Sequence[Any] | Mapping[str, Any] | None
@@ -48,6 +50,19 @@ def all_rows(rows: list[Row]) -> list[Row]:
 def first_row(rows: list[Row]) -> Row | None:
     """The parse function that keeps the first row (``None`` when there is none)."""
     return rows[0] if rows else None
+
+
+def rows_as(row_type: type[RowT]) -> Callable[[list[Row]], list[RowT]]:
+    """The parse function that makes each row a ``row_type``, a ``NamedTuple`` of its columns."""
+    # The driver's rows are tuples of the right length already: making each
+    # one through tuple.__new__ costs half of what the class's own __new__
+    # (argument parsing) does, and a claim makes one per notification.
+    make = functools.partial(tuple.__new__, row_type)
+
+    def parse(rows: list[Row]) -> list[RowT]:
+        return list(map(make, rows))
+
+    return parse
 
 
 class Query(Generic[T]):

@@ -23,7 +23,7 @@ from django.db.models.functions import Cast, Now
 
 from . import conf, sql
 from .backoff import exponential_delay
-from .connector import Query, Row, first_row, no_result
+from .connector import Query, Row, first_row, no_result, rows_as
 from .models import Notification, NotificationState
 
 
@@ -41,8 +41,7 @@ class ClaimedNotification(NamedTuple):
     created_at: datetime.datetime
 
 
-def _claimed(rows: list[Row]) -> list[ClaimedNotification]:
-    return [ClaimedNotification(*row) for row in rows]
+_claimed = rows_as(ClaimedNotification)
 
 
 def claim(
@@ -136,13 +135,9 @@ class BacklogRow(NamedTuple):
     age: float
 
 
-def _backlog(rows: list[Row]) -> list[BacklogRow]:
-    return [BacklogRow(*row) for row in rows]
-
-
 def backlog() -> Query[list[BacklogRow]]:
     """The stored notifications, counted per database channel name and state."""
-    return Query(sql.BACKLOG, None, _backlog)
+    return Query(sql.BACKLOG, None, rows_as(BacklogRow))
 
 
 def _payload(rows: list[Row]) -> str | None:
