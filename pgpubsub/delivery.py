@@ -14,7 +14,14 @@ build on this module:
 * the reporting of outcomes, logs and observers together, each written
   once: :func:`report_received`, :func:`report_processed`,
   :func:`report_failure`, :func:`report_retried`,
-  :func:`report_dead_lettered`, :func:`report_skipped`.
+  :func:`report_dead_lettered`, :func:`report_skipped`;
+* :func:`split_notifies`, which sorts what arrived on a LISTEN connection
+  into broadcast payloads and durable channels to drain, for the worker
+  and for ``pgpubsub.listen.process_notifications()``.
+
+Broadcast and durable delivery are modules of their own beside this one:
+each has its own decoding, claiming and bookkeeping, and one module for all
+of it would hold three ideas.
 
 Optimistic batches (the default, ``PGPUBSUB_OPTIMISTIC_BATCHES = True``): a
 broadcast batch runs under a single savepoint; a durable batch is claimed

@@ -115,6 +115,59 @@ def test_the_import_graph_sees_relative_imports():
     assert "pgpubsub.conf" in graph["pgpubsub.worker"]  # from . import conf
 
 
+#: The layers of docs/internals.rst, from the bottom of the import graph up:
+#: a module imports only from its own layer and the layers before it.
+LAYERS = [
+    ["exceptions", "conf", "observe", "logs", "backoff", "selfpipe", "sql", "server_version"],
+    ["wire", "codec", "rows"],
+    ["registry", "context", "channel", "models", "triggers", "listeners", "notify"],
+    ["connector", "connection", "store", "outbox"],
+    ["calling", "delivery", "broadcast", "durable"],
+    ["probes", "status", "drift", "migration_order", "checks", "admin"],
+    ["worker", "supervisor", "listen"],
+    [
+        "health",
+        "metrics",
+        "opsserver",
+        "endpoints",
+        "apps",
+        "payloads",
+        "management",
+        "management.commands",
+        "management.commands.listen",
+        "management.commands.pgpubsub",
+        "",  # the package's __init__, the public API
+    ],
+]
+
+
+def layer_of(module: str) -> int:
+    name = module.removeprefix("pgpubsub").removeprefix(".")
+    if name.startswith("migrations"):
+        return len(LAYERS)  # migrations use the SQL and the models: above everything
+    return next(index for index, layer in enumerate(LAYERS) if name in layer)
+
+
+def test_every_module_has_a_layer():
+    missing = [
+        module
+        for module in modules()
+        if not module.startswith("pgpubsub.migrations")
+        and not any(module.removeprefix("pgpubsub").removeprefix(".") in layer for layer in LAYERS)
+    ]
+    assert missing == []
+
+
+def test_imports_point_down_the_layers():
+    upward = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in sorted(targets)
+        if layer_of(target) > layer_of(module)
+    ]
+    assert upward == []
+
+
 #: Modules a web process must never load: the worker loop, delivery, and
 #: the ops HTTP server.
 WORKER_ONLY = [
