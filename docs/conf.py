@@ -77,6 +77,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(django|psycopg|pgtrigger|msgspec|prometheus_client|_contextvars)(\..*)?"),
     (r"py:.*", r"(collections\.abc|typing|typing_extensions|types|datetime|decimal|uuid)\..*"),
     (r"py:.*", r"(enum|pathlib|logging|threading|concurrent\.futures|contextvars)\..*"),
+    # Django's models module, as pgpubsub's modules import it (``from django.db import models``).
+    (r"py:class", r"models\.\w+"),
     # TypeVars (conventionally single capital letters) have no page of their own.
     (r"py:class", r"pgpubsub(\.\w+)*\.[A-Z]"),
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .channel import Channel, Listener, TriggerChannel, set_notification_context
+from .channel import Channel, TriggerChannel
+from .context import set_notification_context
 from .exceptions import (
     ChannelDefinitionError,
     ChannelNotFound,
@@ -28,6 +29,7 @@ from .listeners import (
     trigger_listener,
 )
 from .notify import notify, process_stored_notifications
+from .registry import Listener
 
 try:
     # The distribution is pgpubsub-django; the package it installs is pgpubsub.

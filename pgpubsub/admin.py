@@ -19,8 +19,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import outbox
+from .channel import channel_names
 from .models import Notification
-from .status import channel_names
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Notification]

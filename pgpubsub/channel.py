@@ -4,6 +4,18 @@ A :class:`Channel` is an app-level channel whose dataclass fields are the
 payload, published with :func:`pgpubsub.notify`. A :class:`TriggerChannel`
 is bound to a model; database triggers publish its row changes and its
 listeners receive ``old`` and ``new`` model instances.
+
+This module declares channels and names them: the dotted path
+(:meth:`BaseChannel.name`), the database name
+(:meth:`BaseChannel.listen_safe_name`), :func:`locate_channel` for a
+dotted path, and :func:`channel_names` for every channel known. Who
+listens to a channel is :mod:`pgpubsub.registry`'s business; how its
+payloads are written and read is :mod:`pgpubsub.codec`'s (app channels) and
+:mod:`pgpubsub.rows`'s (trigger channels).
+
+``registry``, ``set_notification_context`` and ``ChannelNotFound`` are
+importable from here too, as they were from django-pgpubsub 1.3.1's
+``pgpubsub.channel``.
 """
 
 from __future__ import annotations
@@ -13,63 +25,63 @@ import functools
 import hashlib
 import importlib
 import inspect
-import json
 import pydoc
 import sys
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
 from django.apps import apps
-from django.db import connections, models
-from django.db.utils import InternalError
+from django.db import models
 
 from . import conf
-from .exceptions import (
-    ChannelDefinitionError,
-    ChannelNotFound,
-    ListenerRegistrationError,
-    PayloadError,
-)
-from .payloads import ChannelCodec, Event, RowDecoder, decode_stored_event
+from .codec import ChannelCodec
+from .context import set_notification_context
+from .exceptions import ChannelDefinitionError, ChannelNotFound, PayloadError
+from .registry import channel_for_db_name, register_listener, registry
+from .rows import RowDecoder
+from .wire import Event, decode_stored_event
+
+__all__ = [
+    "MAX_CHANNEL_NAME_LENGTH",
+    "BaseChannel",
+    "Channel",
+    "ChannelNotFound",
+    "TriggerChannel",
+    "all_channel_classes",
+    "channel_names",
+    "known_channels",
+    "locate_channel",
+    "registry",
+    "set_notification_context",
+]
 
 #: The longest channel name LISTEN/NOTIFY accept, in bytes.
 MAX_CHANNEL_NAME_LENGTH = 63
 
 
-@dataclasses.dataclass(frozen=True)
-class Listener:
-    """A registered listener: a callback and the events of a channel it serves."""
-
-    callback: Callable[..., Any]
-    channel: type[BaseChannel]
-    #: PostgreSQL names of the triggers whose events this listener receives;
-    #: ``None`` receives every event of the channel.
-    triggers: frozenset[str] | None
-    #: Whether the callback declares a ``context`` parameter.
-    wants_context: bool
-    #: Whether the callback takes ``**kwargs``.
-    takes_kwargs: bool = False
-    #: The keys by which events name those triggers (see
-    #: ``pgpubsub.triggers.trigger_key()``); ``None`` with ``triggers``.
-    keys: frozenset[str] | None = None
-
-    @property
-    def name(self) -> str:
-        """The callback's dotted path, for logs."""
-        return f"{self.callback.__module__}.{self.callback.__qualname__}"
-
-    def serves(self, trigger: str | None) -> bool:
-        """Whether an event from ``trigger`` (its key; ``None``: unknown) goes to this listener."""
-        if self.keys is None or trigger is None:
-            return True
-        return trigger in self.keys
+T = typing.TypeVar("T")
 
 
-#: channel class -> listeners registered on it, in registration order.
-registry: dict[type[BaseChannel], list[Listener]] = {}
-_channels_by_db_name: dict[str, type[BaseChannel]] = {}
+def _once_per_class(build: Callable[[Any], T]) -> Callable[[Any], T]:
+    """Make a classmethod's ``build(cls)`` run once per class and keep its result.
+
+    Kept in the class's own ``__dict__`` (``_pgpubsub_<name>``), so it is not
+    inherited: a subclass is another channel. notify() and the worker ask
+    for a channel's name and codec on every event.
+    """
+    attribute = f"_pgpubsub_{build.__name__}"
+
+    @functools.wraps(build)
+    def once(cls: Any) -> T:
+        found: T | None = cls.__dict__.get(attribute)
+        if found is None:
+            found = build(cls)
+            setattr(cls, attribute, found)
+        return found
+
+    return once
 
 
 @dataclasses.dataclass
@@ -103,18 +115,13 @@ class BaseChannel:
                 )
 
     @classmethod
+    @_once_per_class
     def name(cls) -> str:
         """The channel's dotted path, e.g. ``"myapp.channels.AuthorChannel"``."""
-        # Cached per class (not inherited: a subclass is another channel);
-        # notify() and the worker ask for it on every event.
-        name: str | None = cls.__dict__.get("_pgpubsub_name")
-        if name is None:
-            # __name__, not __qualname__: the name (and so the database name)
-            # must match django-pgpubsub 1.3.1's for stored notifications to carry over.
-            module = inspect.getmodule(cls)
-            name = f"{module.__name__ if module else cls.__module__}.{cls.__name__}"
-            cls._pgpubsub_name = name  # type: ignore[attr-defined]
-        return name
+        # __name__, not __qualname__: the name (and so the database name)
+        # must match django-pgpubsub 1.3.1's for stored notifications to carry over.
+        module = inspect.getmodule(cls)
+        return f"{module.__name__ if module else cls.__module__}.{cls.__name__}"
 
     @classmethod
     def listen_safe_name(cls) -> str:
@@ -128,7 +135,7 @@ class BaseChannel:
     @classmethod
     def get(cls, name: str) -> tuple[type[BaseChannel], list[Callable[..., Any]]] | None:
         """Find a registered channel by its database name (compatibility helper)."""
-        channel = _channels_by_db_name.get(name)
+        channel = channel_for_db_name(name)
         if channel is None:
             return None
         return channel, [listener.callback for listener in registry.get(channel, [])]
@@ -170,13 +177,10 @@ class Channel(BaseChannel):
     """An app-level channel; subclass it as a ``@dataclass`` whose fields are the payload."""
 
     @classmethod
+    @_once_per_class
     def codec(cls) -> ChannelCodec:
         """The channel's payload codec (built once, raising if a field cannot be carried)."""
-        codec = cls.__dict__.get("_pgpubsub_codec")
-        if codec is None:
-            codec = ChannelCodec.build(cls, cls.name())
-            cls._pgpubsub_codec = codec  # type: ignore[attr-defined]
-        return codec
+        return ChannelCodec.build(cls, cls.name())
 
     @classmethod
     def validate(cls) -> None:
@@ -248,12 +252,10 @@ class TriggerChannel(BaseChannel):
         return model
 
     @classmethod
+    @_once_per_class
     def row_decoder(cls) -> RowDecoder:
-        decoder = cls.__dict__.get("_pgpubsub_row_decoder")
-        if decoder is None:
-            decoder = RowDecoder(cls.get_model(), cls.name())
-            cls._pgpubsub_row_decoder = decoder  # type: ignore[attr-defined]
-        return decoder
+        """Rebuilds the channel's model instances from event rows (built once)."""
+        return RowDecoder(cls.get_model(), cls.name())
 
     @classmethod
     def validate(cls) -> None:
@@ -373,125 +375,6 @@ def _check_channel(located: object, given: object) -> type[BaseChannel]:
     return located
 
 
-def _index_channel(channel: type[BaseChannel]) -> None:
-    db_name = channel.listen_safe_name()
-    known = _channels_by_db_name.get(db_name)
-    # The same class re-imported (autoreload, tests) has the same module and
-    # qualified name; anything else with this database name is a collision,
-    # including two nested classes of one name in one module.
-    if (
-        known is not None
-        and known is not channel
-        and (known.__module__, known.__qualname__) != (channel.__module__, channel.__qualname__)
-    ):
-        raise ChannelDefinitionError(
-            channel.name(),
-            f"its database name {db_name!r} collides with {known.__module__}."
-            f"{known.__qualname__}; rename one of them",
-        )
-    _channels_by_db_name[db_name] = channel
-
-
-def channel_for_db_name(db_name: str) -> type[BaseChannel] | None:
-    return _channels_by_db_name.get(db_name)
-
-
-def register_listener(
-    channel: type[BaseChannel],
-    callback: Callable[..., Any],
-    *,
-    triggers: frozenset[str] | None,
-    keys: frozenset[str] | None = None,
-) -> Listener:
-    """Add a listener to the registry (idempotent for the same callback and triggers)."""
-    if not callable(callback):
-        raise ListenerRegistrationError(
-            f"a listener must be callable; got {callback!r} for {channel.name()}"
-        )
-    channel.validate()
-    _index_channel(channel)
-    try:
-        parameters = inspect.signature(callback).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signature
-        parameters = {}  # type: ignore[assignment]
-    listener = Listener(
-        callback=callback,
-        channel=channel,
-        triggers=triggers,
-        wants_context="context" in parameters,
-        takes_kwargs=any(p.kind is p.VAR_KEYWORD for p in parameters.values()),
-        keys=keys,
-    )
-    listeners = registry.setdefault(channel, [])
-    for index, known in enumerate(listeners):
-        if known.name == listener.name and known.triggers == triggers:
-            # Re-importing a listeners module registers the same function again.
-            listeners[index] = listener
-            return listener
-    listeners.append(listener)
-    return listener
-
-
-def listeners_for(channel: type[BaseChannel]) -> list[Listener]:
-    return registry.get(channel, [])
-
-
-def registered_channels(
-    channels: Iterable[type[BaseChannel]] | None = None,
-) -> list[type[BaseChannel]]:
-    """The channels that have listeners, in registration order.
-
-    With ``channels``, only those that are one of them or a subclass of one:
-    ``listen --channels X`` and ``process_stored_notifications([X])`` take
-    X's subclasses too, as django-pgpubsub 1.3.1 did.
-    """
-    if channels is None:
-        return list(registry)
-    wanted = tuple(channels)
-    return [channel for channel in registry if issubclass(channel, wanted)]
-
-
-TX_ABORTED_ERROR_MESSAGE = "current transaction is aborted"
-
-
-def set_notification_context(context: dict[str, Any], using: str | None = None) -> None:
-    """Attach ``context`` to the notifications sent later in this transaction.
-
-    Trigger notifications and :func:`pgpubsub.notify` calls made afterwards
-    carry the dict; listeners receive it as ``context`` when they declare that
-    parameter (and, with ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS = True``, every
-    trigger listener and every app-level listener taking ``**kwargs``).
-
-    By default (``PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = True``) the context
-    ends with the transaction and must be set inside ``transaction.atomic()``.
-    With that setting ``False`` it lasts for the rest of the database session.
-    """
-    if not isinstance(context, dict):
-        raise TypeError(f"notification context must be a dict, got {type(context).__name__}")
-    conn = connections[using or "default"]
-    if conn.needs_rollback:
-        return
-    tx_bound = conf.tx_bound_notification_context()
-    if tx_bound and not conn.in_atomic_block:
-        raise RuntimeError(
-            "set_notification_context() must be called inside transaction.atomic() because "
-            "the context is bound to the transaction (PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT). "
-            "Wrap the code in atomic(), or set PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = False "
-            "to keep the context for the whole database session."
-        )
-    encoded = json.dumps(context, default=str)
-    with conn.cursor() as cursor:
-        try:
-            cursor.execute(
-                "SELECT set_config('pgpubsub.notification_context', %s, %s)",
-                [encoded, tx_bound],
-            )
-        except InternalError as exc:
-            if TX_ABORTED_ERROR_MESSAGE in str(exc):
-                return
-            raise
-
-
 def all_channel_classes() -> list[type[BaseChannel]]:
     """Every concrete channel class defined so far (subclasses of the base classes)."""
     found: list[type[BaseChannel]] = []
@@ -502,3 +385,15 @@ def all_channel_classes() -> list[type[BaseChannel]]:
                 found.append(sub)
                 stack.append(sub)
     return found
+
+
+def known_channels() -> list[type[BaseChannel]]:
+    """Channels with listeners first, then every other channel class defined."""
+    found = list(registry)
+    found += [channel for channel in all_channel_classes() if channel not in found]
+    return found
+
+
+def channel_names() -> dict[str, str]:
+    """Database channel name -> dotted path, for every channel class known."""
+    return {channel.listen_safe_name(): channel.name() for channel in known_channels()}

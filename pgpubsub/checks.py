@@ -30,8 +30,10 @@ from django.core import checks
 from django.db import DatabaseError
 
 from . import conf, drift, migration_order, status
-from .channel import Channel, Listener, TriggerChannel, registry
+from .calling import argument_names, receives_context
+from .channel import TriggerChannel
 from .exceptions import PgpubsubError
+from .registry import Listener, registry
 
 #: Tag of pgpubsub's checks that need no database (``manage.py check --tag pgpubsub``).
 TAG = "pgpubsub"
@@ -40,13 +42,7 @@ TAG = "pgpubsub"
 def _arguments(listener: Listener, pass_context: bool) -> tuple[list[str], bool]:
     """The keyword arguments the worker calls ``listener`` with, and whether
     ``context`` is among them."""
-    channel = listener.channel
-    trigger = issubclass(channel, TriggerChannel)
-    names = ["old", "new"] if trigger else []
-    if issubclass(channel, Channel):
-        names = list(channel.codec().field_names)
-    context = listener.wants_context or (pass_context and (listener.takes_kwargs or trigger))
-    return names, context
+    return argument_names(listener.channel), receives_context(listener, pass_context)
 
 
 def _signature_error(listener: Listener, pass_context: bool) -> checks.CheckMessage | None:

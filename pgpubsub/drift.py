@@ -26,7 +26,7 @@ import pgtrigger
 from django.db import connections
 
 from .channel import BaseChannel
-from .dispatch import CONNECTION_ERRORS
+from .connection import CONNECTION_ERRORS
 from .status import (
     MISSING,
     OUTDATED,

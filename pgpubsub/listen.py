@@ -5,8 +5,8 @@ and ``process_notifications()`` are the pair that 1.3.1's own tests, and
 many users' test suites, drive by hand: LISTEN on the Django connection,
 write something, then deliver what that connection received, synchronously
 and in the calling thread. Both are thin wrappers over the worker's
-dispatcher (``pgpubsub.dispatch.Dispatcher``), so delivery follows the
-same rules as in ``manage.py listen``.
+deliveries (``pgpubsub.broadcast`` and ``pgpubsub.durable``), so delivery
+follows the same rules as in ``manage.py listen``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ import psycopg
 from django.db import connections, transaction
 
 from . import conf, sql
-from .channel import BaseChannel, channel_for_db_name, locate_channel, registered_channels
-from .dispatch import Dispatcher
+from .broadcast import BroadcastDelivery
+from .channel import BaseChannel, locate_channel
+from .delivery import split_notifies
 from .drift import log_warnings
+from .durable import DurableDelivery
 from .exceptions import ChannelNotFound
+from .registry import channel_for_db_name, registered_channels
 from .worker import Worker
 
 #: django-pgpubsub 1.3.1's loop flag. Tests patch it to ``False`` so that
@@ -37,10 +40,6 @@ def _selected(channels: ChannelRefs) -> list[type[BaseChannel]]:
     if channels is None:
         return registered_channels()
     return registered_channels([locate_channel(channel) for channel in channels])
-
-
-def _never() -> bool:
-    return False
 
 
 def listen(
@@ -69,7 +68,7 @@ def listen(
         return
     durable = [channel for channel in selected if channel.lock_notifications]
     if recover and durable:
-        Dispatcher(conf.database_alias()).drain(durable, _never)
+        DurableDelivery(conf.database_alias()).drain(durable)
 
 
 class ListeningConnection:
@@ -90,7 +89,7 @@ class ListeningConnection:
 
     def poll(self) -> None:
         """Collect the notifications that reached the connection since it last ran a statement."""
-        self.connection.execute("SELECT 1")
+        self.connection.execute(sql.PING)
 
     def stop(self) -> None:
         """Stop collecting notifications (the connection keeps LISTENing)."""
@@ -135,22 +134,14 @@ def process_notifications(listening: ListeningConnection, *, using: str | None =
     ``PGPUBSUB_LISTENER_FILTER`` and the other settings are read on each
     call.
     """
-    dispatcher = Dispatcher(using or conf.database_alias())
+    alias = using or conf.database_alias()
+    broadcasts, stored = BroadcastDelivery(alias), DurableDelivery(alias)
     listening.poll()
     while listening.notifies:
         received, listening.notifies = listening.notifies, []
-        broadcast: list[tuple[type[BaseChannel], str]] = []
-        durable: list[type[BaseChannel]] = []
-        for notify in received:
-            channel = channel_for_db_name(notify.channel)
-            if channel is None:
-                continue
-            if not channel.lock_notifications:
-                broadcast.append((channel, notify.payload))
-            elif channel not in durable:
-                durable.append(channel)
+        broadcast, durable = split_notifies(received, channel_for_db_name)
         if broadcast:
-            dispatcher.broadcast(broadcast)
+            broadcasts.deliver(broadcast)
         if durable:
-            dispatcher.drain(durable, _never)
+            stored.drain(durable)
         listening.poll()

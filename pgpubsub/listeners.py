@@ -18,14 +18,9 @@ import pgtrigger
 from django.apps import apps
 from django.db.models import Q
 
-from .channel import (
-    BaseChannel,
-    TriggerChannel,
-    listeners_for,
-    locate_channel,
-    register_listener,
-)
+from .channel import BaseChannel, TriggerChannel, locate_channel
 from .exceptions import LateListenerWarning, ListenerRegistrationError
+from .registry import listeners_for, register_listener
 from .triggers import DECORATOR_KEYS, ChannelTrigger, Notify, trigger_key
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -6,9 +6,10 @@ Needs the optional ``prometheus-client`` dependency::
 
 :class:`PrometheusObserver` counts what the worker does, through the
 :class:`pgpubsub.observe.Observer` hooks. :class:`DatabaseCollector` reads
-the state of the database at scrape time: durable backlog, dead letters,
-worker sessions and the NOTIFY queue. Both are registered in the same
-registry and served at ``/metrics`` by :func:`pgpubsub.health.serve_endpoints`.
+the state of the database at scrape time, on a probe connection
+(:mod:`pgpubsub.probes`): durable backlog, dead letters, worker sessions and
+the NOTIFY queue. Both are registered in the same registry and served at
+``/metrics`` by :func:`pgpubsub.endpoints.serve_endpoints`.
 
 Every series is labelled with the channel's dotted path (``channel``), and
 failures also with the listener's dotted path (``listener``; ``"-"`` when the
@@ -29,15 +30,26 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .channel import BaseChannel, all_channel_classes, listeners_for
-from .channel import registry as listener_registry
+from . import conf, store
+from .channel import BaseChannel, channel_names
+from .models import NotificationState
 from .observe import Observer
+from .probes import (
+    probe_connection,
+    probe_params,
+    run,
+    server_status,
+    worker_application_name,
+    worker_sessions,
+)
+from .registry import listeners_for
+from .registry import registry as listener_registry
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
-    from .health import Route
+    from .opsserver import Route
 
 logger = logging.getLogger("pgpubsub")
 
@@ -46,20 +58,6 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 #: Label value of failures that happened before any listener ran (undecodable payload).
 NO_LISTENER = "-"
-
-BACKLOG_SQL = """
-SELECT channel, state, count(*),
-       extract(epoch FROM clock_timestamp() - min(created_at))::float8
-FROM pgpubsub_notification
-GROUP BY channel, state
-"""
-
-QUEUE_USAGE_SQL = "SELECT pg_notification_queue_usage()"
-
-WORKER_COUNT_SQL = """
-SELECT count(*) FROM pg_stat_activity
-WHERE application_name = %s AND datname = current_database()
-"""
 
 
 def prometheus() -> ModuleType:
@@ -74,12 +72,73 @@ def prometheus() -> ModuleType:
     return prometheus_client
 
 
-def channel_names() -> dict[str, str]:
-    """Database channel name -> dotted path, for every channel class known."""
-    names: dict[str, str] = {}
-    for channel in [*all_channel_classes(), *listener_registry]:
-        names[channel.listen_safe_name()] = channel.name()
-    return names
+#: The worker's series: attribute of the observer, metric type, name (after
+#: ``pgpubsub_``), description, labels.
+_SERIES: list[tuple[str, str, str, str, list[str]]] = [
+    (
+        "received_total",
+        "Counter",
+        "notifications_received",
+        "Events received by the worker (from a NOTIFY or claimed from the outbox).",
+        ["channel"],
+    ),
+    (
+        "processed_total",
+        "Counter",
+        "notifications_processed",
+        "Events whose listeners have run (durable: succeeded; broadcast: all, failed or not).",
+        ["channel"],
+    ),
+    (
+        "failed_total",
+        "Counter",
+        "notifications_failed",
+        'Listener failures (an exception, or an undecodable payload: listener="-").',
+        ["channel", "listener"],
+    ),
+    (
+        "retried_total",
+        "Counter",
+        "notifications_retried",
+        "Durable notifications that failed and were scheduled for another attempt.",
+        ["channel"],
+    ),
+    (
+        "dead_lettered_total",
+        "Counter",
+        "notifications_dead_lettered",
+        "Durable notifications that used up their attempts.",
+        ["channel"],
+    ),
+    (
+        "latency",
+        "Histogram",
+        "notification_latency_seconds",
+        "Seconds from publication (commit of the writer) to completion of the listeners.",
+        ["channel"],
+    ),
+    (
+        "duration",
+        "Histogram",
+        "listener_duration_seconds",
+        "Seconds the listeners of one event ran.",
+        ["channel"],
+    ),
+    (
+        "connected",
+        "Gauge",
+        "worker_connected",
+        "1 while the worker's LISTEN connection is up, else 0.",
+        [],
+    ),
+    (
+        "connection_losses_total",
+        "Counter",
+        "worker_connection_losses",
+        "Times the worker lost its LISTEN connection and had to reconnect.",
+        [],
+    ),
+]
 
 
 class PrometheusObserver(Observer):
@@ -89,7 +148,18 @@ class PrometheusObserver(Observer):
     carries the process and platform collectors and any metric your own code
     defines); a registry can hold only one observer. ``channels`` are
     pre-declared with zero counts, so that rates exist before the first event.
+    The metrics are the attributes named in ``_SERIES``.
     """
+
+    received_total: Counter
+    processed_total: Counter
+    failed_total: Counter
+    retried_total: Counter
+    dead_lettered_total: Counter
+    latency: Histogram
+    duration: Histogram
+    connected: Gauge
+    connection_losses_total: Counter
 
     def __init__(
         self,
@@ -100,71 +170,15 @@ class PrometheusObserver(Observer):
         client = prometheus()
         self.registry = registry if registry is not None else client.REGISTRY
         kw: dict[str, Any] = {"registry": self.registry, "namespace": "pgpubsub"}
-        self.received_total = client.Counter(
-            "notifications_received",
-            "Events received by the worker (from a NOTIFY or claimed from the outbox).",
-            ["channel"],
-            **kw,
-        )
-        self.processed_total = client.Counter(
-            "notifications_processed",
-            "Events whose listeners have run (durable: succeeded; broadcast: all, failed or not).",
-            ["channel"],
-            **kw,
-        )
-        self.failed_total = client.Counter(
-            "notifications_failed",
-            'Listener failures (an exception, or an undecodable payload: listener="-").',
-            ["channel", "listener"],
-            **kw,
-        )
-        self.retried_total = client.Counter(
-            "notifications_retried",
-            "Durable notifications that failed and were scheduled for another attempt.",
-            ["channel"],
-            **kw,
-        )
-        self.dead_lettered_total = client.Counter(
-            "notifications_dead_lettered",
-            "Durable notifications that used up their attempts.",
-            ["channel"],
-            **kw,
-        )
-        self.latency = client.Histogram(
-            "notification_latency_seconds",
-            "Seconds from publication (commit of the writer) to completion of the listeners.",
-            ["channel"],
-            buckets=BUCKETS,
-            **kw,
-        )
-        self.duration = client.Histogram(
-            "listener_duration_seconds",
-            "Seconds the listeners of one event ran.",
-            ["channel"],
-            buckets=BUCKETS,
-            **kw,
-        )
-        self.connected = client.Gauge(
-            "worker_connected",
-            "1 while the worker's LISTEN connection is up, else 0.",
-            **kw,
-        )
-        self.connection_losses_total = client.Counter(
-            "worker_connection_losses",
-            "Times the worker lost its LISTEN connection and had to reconnect.",
-            **kw,
-        )
+        for attribute, kind, name, documentation, labels in _SERIES:
+            extra = {"buckets": BUCKETS} if kind == "Histogram" else {}
+            metric = getattr(client, kind)(name, documentation, labels, **extra, **kw)
+            setattr(self, attribute, metric)
         for channel in channels:
             name = channel.name()
-            for metric in (
-                self.received_total,
-                self.processed_total,
-                self.retried_total,
-                self.dead_lettered_total,
-                self.latency,
-                self.duration,
-            ):
-                metric.labels(name)
+            for attribute, _kind, _name, _documentation, labels in _SERIES:
+                if labels == ["channel"]:
+                    getattr(self, attribute).labels(name)
             for listener in listeners_for(channel):
                 self.failed_total.labels(name, listener.name)
         self._was_connected = False
@@ -205,7 +219,7 @@ class PrometheusObserver(Observer):
         return content_type, encoder(self.registry)
 
     def routes(self) -> dict[str, Route]:
-        """The ``/metrics`` route for :class:`pgpubsub.health.OpsServer`."""
+        """The ``/metrics`` route for :class:`pgpubsub.opsserver.OpsServer`."""
 
         def metrics() -> tuple[int, str, bytes]:
             content_type, body = self.exposition()
@@ -218,7 +232,7 @@ class DatabaseCollector:
     """Gauges read from the database at each scrape, on a short-lived connection.
 
     ``params`` are psycopg connection parameters (see
-    :func:`pgpubsub.health.probe_params`). When the database cannot be read,
+    :func:`pgpubsub.probes.probe_params`). When the database cannot be read,
     ``pgpubsub_database_up`` is 0 and the database gauges are left out, so
     the scrape itself still succeeds.
     """
@@ -242,19 +256,15 @@ class DatabaseCollector:
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from .health import probe_connection
-
         started = time.monotonic()
         up = GaugeMetricFamily(
             "pgpubsub_database_up", "1 if the last scrape could query the database, else 0."
         )
         try:
             with probe_connection(self.params, self.timeout) as conn:
-                backlog = conn.execute(BACKLOG_SQL).fetchall()
-                usage_row = conn.execute(QUEUE_USAGE_SQL).fetchone()
-                workers_row = conn.execute(
-                    WORKER_COUNT_SQL, [self.worker_application_name]
-                ).fetchone()
+                backlog: list[store.BacklogRow] = run(conn, store.backlog())
+                _database, _version, usage_value = run(conn, server_status())
+                workers_count = len(run(conn, worker_sessions(self.worker_application_name)))
         except Exception as exc:  # a scrape must not fail because the database does
             logger.warning("pgpubsub: metrics could not query the database: %s", exc)
             up.add_metric([], 0)
@@ -282,16 +292,16 @@ class DatabaseCollector:
         dead_by: dict[str, float] = {}
         # Every durable channel has a series, even with nothing stored.
         labels = [channel.name() for channel in listener_registry if channel.lock_notifications]
-        labels += [names.get(db_name, db_name) for db_name, *_ in backlog]
+        labels += [names.get(row.channel, row.channel) for row in backlog]
         for label in labels:
             pending_by[label] = age_by[label] = dead_by[label] = 0
-        for db_name, state, count, age in backlog:
-            label = names.get(db_name, db_name)
-            if state == "pending":
-                pending_by[label] = count
-                age_by[label] = age or 0.0
-            elif state == "dead":
-                dead_by[label] = count
+        for row in backlog:
+            label = names.get(row.channel, row.channel)
+            if row.state == NotificationState.PENDING:
+                pending_by[label] = row.notifications
+                age_by[label] = row.age or 0.0
+            elif row.state == NotificationState.DEAD:
+                dead_by[label] = row.notifications
         for gauge, values in ((pending, pending_by), (oldest, age_by), (dead, dead_by)):
             for label, number in sorted(values.items()):
                 gauge.add_metric([label], number)
@@ -303,13 +313,13 @@ class DatabaseCollector:
             "pgpubsub_notify_queue_usage",
             "Fraction of the server's NOTIFY queue in use (pg_notification_queue_usage()).",
         )
-        usage.add_metric([], float(usage_row[0]) if usage_row else 0.0)
+        usage.add_metric([], float(usage_value))
         yield usage
         workers = GaugeMetricFamily(
             "pgpubsub_workers_connected",
             "Worker LISTEN sessions connected to the database (from pg_stat_activity).",
         )
-        workers.add_metric([], workers_row[0] if workers_row else 0)
+        workers.add_metric([], workers_count)
         yield workers
         duration = GaugeMetricFamily(
             "pgpubsub_database_scrape_seconds", "Seconds the database gauges took to read."
@@ -332,9 +342,6 @@ def install(
     Returns the observer; register it with :func:`pgpubsub.observe.add_observer`
     (``listen --metrics-port`` does). Call it in the main thread.
     """
-    from . import conf
-    from .health import probe_params, worker_application_name
-
     client = prometheus()
     target = registry if registry is not None else client.REGISTRY
     observer = _installed.get(id(target))

@@ -10,6 +10,15 @@ from django.utils import timezone
 from .channel import MAX_CHANNEL_NAME_LENGTH
 
 
+class NotificationState(models.TextChoices):
+    """The state of a stored notification, as stored in its ``state`` column."""
+
+    #: To be processed (now, or at ``available_at`` after a failure).
+    PENDING = "pending", "Pending"
+    #: Its attempts are spent: kept with its last error until retried or purged.
+    DEAD = "dead", "Dead letter"
+
+
 class Notification(models.Model):
     """A stored (durable) notification: one row of the transactional outbox.
 
@@ -21,9 +30,8 @@ class Notification(models.Model):
     kept with ``state = "dead"`` and its last error.
     """
 
-    PENDING = "pending"
-    DEAD = "dead"
-    STATES = [(PENDING, "Pending"), (DEAD, "Dead letter")]
+    PENDING = NotificationState.PENDING
+    DEAD = NotificationState.DEAD
 
     id = models.BigAutoField(primary_key=True)
     #: The database name of the channel (``Channel.listen_safe_name()``).
@@ -35,7 +43,9 @@ class Notification(models.Model):
     #: How many times processing was attempted and failed.
     attempts = models.IntegerField(default=0)
     #: ``pending`` (to be processed) or ``dead`` (dead letter, kept for inspection).
-    state = models.CharField(max_length=16, choices=STATES, default=PENDING)
+    state = models.CharField(
+        max_length=16, choices=NotificationState.choices, default=NotificationState.PENDING
+    )
     #: When a pending notification that failed may next be tried (``None``: now).
     available_at = models.DateTimeField(null=True, blank=True)
     #: The last failure's exception and traceback (``None`` until one fails).

@@ -13,8 +13,9 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from . import sql
-from .channel import BaseChannel, Channel, locate_channel, registered_channels
+from .channel import BaseChannel, Channel, locate_channel
 from .exceptions import NotifyError
+from .registry import registered_channels
 
 logger = logging.getLogger("pgpubsub")
 

@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Count, Min, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import conf, sql
+from . import conf, sql, store
 from .channel import BaseChannel, locate_channel
-from .models import Notification
+from .connector import SyncConnector
+from .models import Notification, NotificationState
 
 
 def _channel_names(channels: Iterable[type[BaseChannel] | str] | None) -> list[str] | None:
@@ -80,15 +81,9 @@ def purge_dead_letters(
 def backlog(*, using: str | None = None) -> dict[str, dict[str, Any]]:
     """Per database channel name: pending and dead counts and the oldest pending ``created_at``."""
     result: dict[str, dict[str, Any]] = {}
-    rows = (
-        Notification.objects.using(using or conf.database_alias())
-        .values("channel", "state")
-        .annotate(count=Count("id"), oldest=Min("created_at"))
-        .order_by()
-    )
-    for row in rows:
-        entry = result.setdefault(row["channel"], {"pending": 0, "dead": 0, "oldest_pending": None})
-        entry[row["state"]] = row["count"]
-        if row["state"] == Notification.PENDING:
-            entry["oldest_pending"] = row["oldest"]
+    for row in SyncConnector(using or conf.database_alias()).run(store.backlog()):
+        entry = result.setdefault(row.channel, {"pending": 0, "dead": 0, "oldest_pending": None})
+        entry[row.state] = row.notifications
+        if row.state == NotificationState.PENDING:
+            entry["oldest_pending"] = row.oldest
     return result

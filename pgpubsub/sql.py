@@ -1,15 +1,28 @@
 """Every SQL statement pgpubsub runs, in one place.
 
+Each statement is a named constant (or a function composing one), so that
+no SQL text lives anywhere else in the package: the only exceptions are the
+migrations and the versioned templates they install
+(``migrations_templates/*.sql``, frozen once shipped).
+``tests/unit/test_layout.py`` checks it. The modules that run these
+statements build :class:`pgpubsub.connector.Query` objects from them or
+pass them to a cursor; the trigger bodies at the end are compiled into app
+migrations by django-pgtrigger (see :mod:`pgpubsub.triggers`).
+
 Identifiers are composed with :class:`psycopg.sql.Identifier`; values are
-always bound parameters.
+always bound parameters. The text written into trigger bodies quotes its
+values with :class:`psycopg.sql.Literal`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from psycopg import sql
+
+# -- versions of the installed SQL ----------------------------------------------
 
 #: The current version of the SQL installed by pgpubsub's migrations.
 SQL_VERSION = 1
@@ -39,6 +52,17 @@ def sql_versions_used(text: str) -> set[int]:
     return versions
 
 
+# The channel a trigger function publishes on: the first argument of its
+# pgpubsub_publish_vN() or pg_notify() call.
+_PUBLISH_CHANNEL = re.compile(r"(?:pgpubsub_publish_v\d+|pg_notify)\(\s*'((?:[^']|'')*)'")
+
+
+def published_channel(function_source: str | None) -> str | None:
+    """The database channel name a trigger function's source publishes on, if any."""
+    match = _PUBLISH_CHANNEL.search(function_source or "")
+    return match.group(1).replace("''", "'") if match else None
+
+
 # Where the versioned SQL templates are: inside the package in an installed
 # wheel (pyproject.toml maps the repository's migrations_templates/ there);
 # beside the package in a source checkout and an editable install.
@@ -62,6 +86,11 @@ def template(name: str) -> str:
     )
 
 
+def publish_function() -> str:
+    """The name of the publish function of the current SQL version."""
+    return f"pgpubsub_publish_v{SQL_VERSION}"
+
+
 # Whether pgpubsub's migrations have run: its outbox table and the publish
 # function of the current SQL version exist (bound: the function's name).
 SCHEMA_INSTALLED = """
@@ -69,25 +98,59 @@ SELECT current_database(),
        to_regclass('pgpubsub_notification') IS NOT NULL AND to_regproc(%s) IS NOT NULL
 """
 
+# The server's version as a number (150004 for 15.4, 180001 for 18.1) and as
+# the text it reports, for pgpubsub.server_version.
+SERVER_VERSION = (
+    "SELECT current_setting('server_version_num')::integer, current_setting('server_version')"
+)
 
-def publish_function() -> str:
-    """The name of the publish function of the current SQL version."""
-    return f"pgpubsub_publish_v{SQL_VERSION}"
+# -- publishing -------------------------------------------------------------------
+
+# notify(): (channel, durable, events as JSON text).
+PUBLISH = "SELECT pgpubsub_publish_v1(%s, %s, NULL, NULL, %s::json)"
+
+# A NOTIFY with a bound channel name and payload (an empty one is a wake-up).
+NOTIFY = "SELECT pg_notify(%s, %s)"
+
+# set_notification_context(): (context as JSON text, whether it ends with the
+# transaction).
+SET_NOTIFICATION_CONTEXT = "SELECT set_config('pgpubsub.notification_context', %s, %s)"
+
+# -- listening --------------------------------------------------------------------
 
 
 def listen(channel: str) -> sql.Composed:
+    """``LISTEN`` on a database channel name (an identifier, quoted)."""
     return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
 
 
-PUBLISH = "SELECT pgpubsub_publish_v1(%s, %s, NULL, NULL, %s::json)"
+# The cheapest round trip: it answers a probe and makes a connection read
+# the notifications waiting on its socket.
+PING = "SELECT 1"
 
-NOTIFY = "SELECT pg_notify(%s, %s)"
+# -- the outbox (durable notifications) -------------------------------------------
 
-FETCH_PAYLOAD = "SELECT payload FROM pgpubsub_payload WHERE id = %s"
+# The columns of a claimed notification, in pgpubsub.store.ClaimedNotification's order.
+_CLAIMED_COLUMNS = "id, channel, payload::text, attempts, created_at"
 
-DELETE_EXPIRED_PAYLOADS = (
-    "DELETE FROM pgpubsub_payload WHERE created_at < now() - make_interval(secs => %s)"
-)
+
+def _claimable(columns: str, attempts: str) -> str:
+    """Due notifications of a worker's channels after a keyset position, locked as claimed.
+
+    Bound: the position (id), the channel names, the batch size. ``attempts``
+    narrows to first attempts or retries. The ORM form of the same predicate,
+    for listener filters, is :func:`pgpubsub.store.claimable`.
+    """
+    return f"""
+    SELECT {columns}
+    FROM pgpubsub_notification
+    WHERE id > %s AND channel = ANY(%s) AND state = 'pending'{attempts}
+      AND (available_at IS NULL OR available_at <= now())
+    ORDER BY id
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+"""
+
 
 # Claims the next batch of due notifications of a worker's channels, walking
 # the primary key forward from a keyset position. No secondary index serves
@@ -95,27 +158,11 @@ DELETE_EXPIRED_PAYLOADS = (
 # writer's trigger, which is the hot path; the primary key is enough because
 # the rows a claim skips (other channels, dead letters, retries not yet due)
 # are few next to the rows it takes.
-CLAIM = """
-SELECT id, channel, payload::text, attempts, created_at
-FROM pgpubsub_notification
-WHERE id > %s AND channel = ANY(%s) AND state = 'pending'
-      AND (available_at IS NULL OR available_at <= now())
-ORDER BY id
-LIMIT %s
-FOR UPDATE SKIP LOCKED
-"""
+CLAIM = _claimable(_CLAIMED_COLUMNS, "")
 
 # Claims the next batch of due notifications that have failed before: they
 # are processed guarded from then on (see CLAIM_AND_DELETE).
-CLAIM_RETRIES = """
-SELECT id, channel, payload::text, attempts, created_at
-FROM pgpubsub_notification
-WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND attempts > 0
-      AND available_at <= now()
-ORDER BY id
-LIMIT %s
-FOR UPDATE SKIP LOCKED
-"""
+CLAIM_RETRIES = _claimable(_CLAIMED_COLUMNS, " AND attempts > 0")
 
 # The optimistic claim: take and delete the next batch in one statement. The
 # listeners then run in the same transaction; if one raises, the whole
@@ -124,20 +171,13 @@ FOR UPDATE SKIP LOCKED
 # Notifications that have failed before are left to CLAIM_RETRIES: one that
 # failed once is likely to fail again, and an optimistic run would make the
 # listeners before the failing one run twice on every attempt.
-CLAIM_AND_DELETE = """
+CLAIM_AND_DELETE = f"""
 DELETE FROM pgpubsub_notification
-WHERE id IN (
-    SELECT id
-    FROM pgpubsub_notification
-    WHERE id > %s AND channel = ANY(%s) AND state = 'pending' AND attempts = 0
-      AND (available_at IS NULL OR available_at <= now())
-    ORDER BY id
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id, channel, payload::text, attempts, created_at
+WHERE id IN ({_claimable("id", " AND attempts = 0")})
+RETURNING {_CLAIMED_COLUMNS}
 """
 
+# Completes notifications: (ids).
 DELETE_NOTIFICATIONS = "DELETE FROM pgpubsub_notification WHERE id = ANY(%s)"
 
 # Fails a notification: back off, or dead-letter once the attempts are spent.
@@ -151,8 +191,180 @@ WHERE id = %(id)s
 RETURNING state
 """
 
-# The server's version as a number (150004 for 15.4, 180001 for 18.1) and as
-# the text it reports, for pgpubsub.server_version.
-SERVER_VERSION = (
-    "SELECT current_setting('server_version_num')::integer, current_setting('server_version')"
+# Per database channel name and state: how many notifications, the oldest
+# one's created_at, and its age in seconds by the database's clock.
+BACKLOG = """
+SELECT channel, state, count(*), min(created_at),
+       extract(epoch FROM clock_timestamp() - min(created_at))::float8
+FROM pgpubsub_notification
+GROUP BY channel, state
+"""
+
+# -- broadcast payloads too large for a NOTIFY ------------------------------------
+
+FETCH_PAYLOAD = "SELECT payload FROM pgpubsub_payload WHERE id = %s"
+
+DELETE_EXPIRED_PAYLOADS = (
+    "DELETE FROM pgpubsub_payload WHERE created_at < now() - make_interval(secs => %s)"
 )
+
+# -- probes and status ------------------------------------------------------------
+
+# A probe's statements give up after (milliseconds, as text).
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
+
+# The worker LISTEN sessions connected to the current database, oldest first:
+# (application_name).
+WORKER_SESSIONS = """
+SELECT pid, client_addr::text, backend_start, state
+FROM pg_stat_activity
+WHERE application_name = %s AND datname = current_database() AND pid <> pg_backend_pid()
+ORDER BY backend_start
+"""
+
+# The database, the server's version and how full its NOTIFY queue is.
+SERVER_STATUS = """
+SELECT current_database(), current_setting('server_version'), pg_notification_queue_usage()
+"""
+
+# Statistics views are read once per transaction; this makes the next read fresh.
+CLEAR_STATISTICS_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
+
+# Every non-internal trigger that is pgtrigger's or calls pgpubsub's publish
+# function: (TRIGGERS_PATTERNS).
+TRIGGERS = """
+SELECT c.relname, n.nspname, t.tgname, t.tgenabled <> 'D',
+       obj_description(t.oid, 'pg_trigger'), p.prosrc
+FROM pg_trigger AS t
+JOIN pg_class AS c ON c.oid = t.tgrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+JOIN pg_proc AS p ON p.oid = t.tgfoid
+WHERE NOT t.tgisinternal
+  AND (t.tgname LIKE %s OR p.prosrc LIKE %s)
+"""
+TRIGGERS_PATTERNS = ["pgtrigger\\_%", "%pgpubsub\\_publish\\_v%"]
+
+# -- trigger bodies (compiled into app migrations by django-pgtrigger) -------------
+#
+# These build the PL/pgSQL of the triggers pgpubsub.triggers declares. What
+# they return ends up in migrations, and django-pgtrigger compares its hash
+# with the database: changing a single character here makes every installed
+# trigger outdated until a new migration reinstalls it.
+
+#: The transition tables of statement-level AFTER triggers.
+OLD_TABLE = "pgpubsub_old"
+NEW_TABLE = "pgpubsub_new"
+
+
+def _literal(value: str | bool) -> str:
+    """Quote a value as an SQL literal for a trigger body compiled into a migration."""
+    return sql.Literal(value).as_string(None)
+
+
+def publish_call(channel_name: str, durable: bool, key: str, events_sql: str) -> str:
+    """A ``PERFORM pgpubsub_publish_v1(...)`` of ``events_sql`` (a JSON array expression)."""
+    return (
+        "PERFORM pgpubsub_publish_v1(\n"
+        f"        {_literal(channel_name)},\n"
+        f"        {_literal(durable)},\n"
+        f"        {_literal(key)},\n"
+        "        TG_OP,\n"
+        f"        {events_sql}\n"
+        "    );\n"
+    )
+
+
+def row_events(app_label: str, model_name: str, durable: bool) -> str:
+    """The events argument of a row-level trigger's ``pgpubsub_publish_v1()`` call.
+
+    A durable event is stored as it is (with the context merged in by the
+    function when one is set), so it carries the stored shape described at
+    :func:`stored_head`; a broadcast one carries only the rows.
+    """
+    if not durable:
+        return "json_build_array(json_build_object('old', to_json(OLD), 'new', to_json(NEW)))"
+    return (
+        "json_build_array(json_build_object("
+        f"'app', {_literal(app_label)}, 'model', {_literal(model_name)}, "
+        "'context', '{}'::json, 'old', to_json(OLD), 'new', to_json(NEW)))"
+    )
+
+
+#: The end of a row-level trigger: the row, unchanged (never cancels the operation).
+RETURN_ROW = "IF TG_OP = 'DELETE' THEN\n        RETURN OLD;\n    END IF;\n    RETURN NEW;"
+
+# Statement-level AFTER triggers read the rows of the statement from the
+# transition tables: the FROM clause, and the old and new row of each event
+# (None where the operation has none).
+_STATEMENT_SOURCES = {
+    "INSERT": f"FROM {NEW_TABLE} AS r",
+    "DELETE": f"FROM {OLD_TABLE} AS r",
+    # PostgreSQL fills the old and new transition tables side by side, one
+    # pair per updated row, so their scan positions pair the rows even when
+    # the update changes the primary key.
+    "UPDATE": (
+        f"FROM (SELECT r, row_number() OVER () AS i FROM {OLD_TABLE} AS r) AS o"
+        f" JOIN (SELECT r, row_number() OVER () AS i FROM {NEW_TABLE} AS r) AS n"
+        " ON n.i = o.i"
+    ),
+}
+_STATEMENT_ROWS: dict[str, tuple[str | None, str | None]] = {
+    "INSERT": (None, "r"),
+    "DELETE": ("r", None),
+    "UPDATE": ("o.r", "n.r"),
+}
+
+
+def broadcast_statement_body(channel_name: str, key: str, op: str) -> str:
+    """A broadcast channel's statement trigger: one publish call for the whole statement."""
+    # One NOTIFY per statement, its events built as JSON text (no jsonb
+    # round trip) and handed to the shared function.
+    old, new = _STATEMENT_ROWS[op]
+    fields = ", ".join(
+        f"'{name}', to_json({row})" for name, row in (("old", old), ("new", new)) if row
+    )
+    events = f"(SELECT json_agg(json_build_object({fields})) {_STATEMENT_SOURCES[op]})"
+    return publish_call(channel_name, False, key, events) + "    RETURN NULL;"
+
+
+def stored_head(app_label: str, model_name: str, key: str, op: str) -> str:
+    """SQL for the start of a stored event's JSON text, up to its ``context`` value.
+
+    A stored trigger event has django-pgpubsub 1.3.1's shape, ``app``,
+    ``model``, ``context``, ``old`` and ``new`` (``{}`` and ``null`` where
+    there is none), so listener filters and queries written for 1.3.1's
+    rows keep matching, plus pgpubsub's ``trigger`` and ``op``. It is
+    computed once per statement.
+    """
+    keys = {"app": app_label, "model": model_name, "trigger": key, "op": op}
+    head = "{" + "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in keys.items())
+    head += '"context":'
+    return (
+        f"{_literal(head)}"
+        " || COALESCE(NULLIF(current_setting('pgpubsub.notification_context', true), ''), '{}')"
+    )
+
+
+def durable_statement_body(channel_name: str, op: str) -> str:
+    """A durable channel's statement trigger: one set-based outbox INSERT and a wake-up."""
+    # A transition table cannot be handed to a function, so this one
+    # statement lives here rather than in pgpubsub_publish_v1(). Each event
+    # is assembled as JSON text around to_json(row) and parsed once into
+    # jsonb: measured cheaper per row than jsonb_build_object() of the same
+    # keys, and every per-row operation here costs every writer. The text
+    # before the rows is the trigger's pgpubsub_head variable (stored_head()).
+    old, new = _STATEMENT_ROWS[op]
+
+    def row(name: str, expr: str | None) -> str:
+        return f'"{name}":null' if expr is None else f"\"{name}\":' || to_json({expr})::text || '"
+
+    event = f"(pgpubsub_head || ',{row('old', old)},{row('new', new)}}}')::jsonb"
+    return (
+        "INSERT INTO pgpubsub_notification (channel, payload)\n"
+        f"        SELECT {_literal(channel_name)}, {event}\n"
+        f"        {_STATEMENT_SOURCES[op]};\n"
+        "    IF FOUND THEN\n"
+        f"        PERFORM pg_notify({_literal(channel_name)}, '');\n"
+        "    END IF;\n"
+        "    RETURN NULL;"
+    )

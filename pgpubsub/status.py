@@ -24,43 +24,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pgtrigger
-from django.db import ProgrammingError, connections, transaction
+from django.db import ProgrammingError, transaction
 from django.utils import timezone
 
-from . import conf
-from .channel import BaseChannel, TriggerChannel, all_channel_classes, listeners_for, registry
-from .health import WORKERS_SQL, worker_application_name
+from . import conf, sql
+from .channel import BaseChannel, TriggerChannel, channel_names
+from .connector import Query, SyncConnector, all_rows
 from .outbox import backlog
+from .probes import server_status, worker_application_name, worker_sessions
+from .registry import listeners_for, registry
 
 INSTALLED = "installed"
 MISSING = "missing"
 OUTDATED = "outdated"
 #: The trigger's model is not migrated on this database (a router says so).
 NOT_MANAGED = "not managed here"
-
-#: Every non-internal trigger that is pgtrigger's or calls pgpubsub's publish function.
-TRIGGERS_SQL = """
-SELECT c.relname, n.nspname, t.tgname, t.tgenabled <> 'D',
-       obj_description(t.oid, 'pg_trigger'), p.prosrc
-FROM pg_trigger AS t
-JOIN pg_class AS c ON c.oid = t.tgrelid
-JOIN pg_namespace AS n ON n.oid = c.relnamespace
-JOIN pg_proc AS p ON p.oid = t.tgfoid
-WHERE NOT t.tgisinternal
-  AND (t.tgname LIKE %s OR p.prosrc LIKE %s)
-"""
-TRIGGERS_PATTERNS = ["pgtrigger\\_%", "%pgpubsub\\_publish\\_v%"]
-
-SERVER_SQL = """
-SELECT current_database(), current_setting('server_version'), pg_notification_queue_usage()
-"""
-
-_PUBLISH_CHANNEL = re.compile(r"(?:pgpubsub_publish_v\d+|pg_notify)\(\s*'((?:[^']|'')*)'")
 
 
 @dataclasses.dataclass
@@ -191,18 +173,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def channel_names() -> dict[str, str]:
-    """Database channel name -> dotted path, for every channel class known."""
-    return {channel.listen_safe_name(): channel.name() for channel in known_channels()}
-
-
-def known_channels() -> list[type[BaseChannel]]:
-    """Channels with listeners first, then every other channel class defined."""
-    found = list(registry)
-    found += [channel for channel in all_channel_classes() if channel not in found]
-    return found
-
-
 def _expected_body(install_sql: str, pgid: str) -> str | None:
     """The body django-pgtrigger gives the trigger's function (``prosrc``)."""
     start = install_sql.find(f"FUNCTION {pgid}()")
@@ -245,22 +215,18 @@ def collect(using: str | None = None) -> Status:
     """Read the status of every channel in the database ``using``."""
     alias = using or conf.database_alias()
     channels = sorted(registry, key=lambda channel: channel.name())
-    with connections[alias].cursor() as cursor:
-        cursor.execute(SERVER_SQL)
-        database, version, usage = cursor.fetchone()
-        # Statistics views are read once per transaction; inside a caller's
-        # transaction they would show the sessions of its first read.
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(WORKERS_SQL, [worker_application_name(alias)])
-        workers = [
-            {"pid": pid, "client_addr": addr, "backend_start": started, "state": state}
-            for pid, addr, started, state in cursor.fetchall()
-        ]
-        cursor.execute(TRIGGERS_SQL, TRIGGERS_PATTERNS)
-        installed = {
-            (relname, tgname): (schema, enabled, comment, source)
-            for relname, schema, tgname, enabled, comment, source in cursor.fetchall()
-        }
+    connector = SyncConnector(alias)
+    database, version, usage = connector.run(server_status())
+    # Statistics views are read once per transaction; inside a caller's
+    # transaction they would show the sessions of its first read.
+    connector.run(Query(sql.CLEAR_STATISTICS_SNAPSHOT))
+    workers = connector.run(worker_sessions(worker_application_name(alias)))
+    installed = {
+        (relname, tgname): (schema, enabled, comment, source)
+        for relname, schema, tgname, enabled, comment, source in connector.run(
+            Query(sql.TRIGGERS, sql.TRIGGERS_PATTERNS, all_rows)
+        )
+    }
     try:
         with transaction.atomic(using=alias):
             stored = backlog(using=alias)
@@ -314,12 +280,12 @@ def collect(using: str | None = None) -> Status:
         OrphanedTrigger(
             table=relname if schema == "public" else f"{schema}.{relname}",
             pgid=tgname,
-            db_channel=_published_channel(source),
-            channel=names.get(_published_channel(source) or ""),
+            db_channel=sql.published_channel(source),
+            channel=names.get(sql.published_channel(source) or ""),
             enabled=enabled,
         )
         for (relname, tgname), (schema, enabled, _comment, source) in sorted(installed.items())
-        if (relname, tgname) not in expected and _published_channel(source) is not None
+        if (relname, tgname) not in expected and sql.published_channel(source) is not None
     ]
     unknown = {
         name: {**entry, "channel": names.get(name)} for name, entry in sorted(stored.items())
@@ -336,11 +302,6 @@ def collect(using: str | None = None) -> Status:
         unknown_backlog=unknown,
         tables_missing=tables_missing,
     )
-
-
-def _published_channel(source: str) -> str | None:
-    match = _PUBLISH_CHANNEL.search(source or "")
-    return match.group(1).replace("''", "'") if match else None
 
 
 def _trigger_status(

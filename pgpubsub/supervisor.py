@@ -24,13 +24,15 @@ import contextlib
 import ctypes
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from .backoff import Backoff
+from .selfpipe import Waker
 
 logger = logging.getLogger("pgpubsub")
 
@@ -105,15 +107,15 @@ class Supervisor:
         self.forced = False
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self._restart_at: dict[int, float] = {}
-        self._failures: dict[int, int] = {}
+        self._backoffs: dict[int, Backoff] = {}
         self._started_at: dict[int, float] = {}
-        self._wake_r = self._wake_w = -1
+        self._waker: Waker | None = None
 
     # -- signals -------------------------------------------------------------
 
     def _wake(self, *_: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
+        if self._waker is not None:
+            self._waker.wake()
 
     def _on_stop(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -125,12 +127,6 @@ class Supervisor:
             logger.info("pgpubsub: supervisor got %s, stopping workers", name)
         self.stopping = True
         self._wake()
-
-    def _wait_for_wake(self, timeout: float | None) -> None:
-        select.select([self._wake_r], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 512):
-                pass
 
     # -- children ------------------------------------------------------------
 
@@ -155,10 +151,12 @@ class Supervisor:
 
     def _schedule_restart(self, slot: int, now: float) -> float:
         lived = now - self._started_at.get(slot, now)
+        backoff = self._backoffs.get(slot)
+        if backoff is None:
+            backoff = self._backoffs[slot] = Backoff(self.backoff_first, self.backoff_max)
         if lived >= self.stable_after:
-            self._failures[slot] = 0
-        self._failures[slot] = self._failures.get(slot, 0) + 1
-        delay = min(self.backoff_max, self.backoff_first * 2 ** (self._failures[slot] - 1))
+            backoff.reset()
+        delay = backoff.next()
         self._restart_at[slot] = now + delay
         return delay
 
@@ -198,9 +196,7 @@ class Supervisor:
         Must be called from the main thread (it installs signal handlers,
         and restores the previous ones on return).
         """
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        waker = self._waker = Waker()
         handlers = {
             signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_stop),
             signal.SIGINT: signal.signal(signal.SIGINT, self._on_stop),
@@ -220,17 +216,16 @@ class Supervisor:
                 timeout = None
                 if self._restart_at:
                     timeout = max(0.0, min(self._restart_at.values()) - time.monotonic())
-                self._wait_for_wake(timeout)
-            self._shutdown()
+                waker.wait(timeout=timeout)
+            self._shutdown(waker)
             return 0
         finally:
             self._kill_all()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            waker.close()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, waker: Waker) -> None:
         self._restart_at.clear()
         for child in self.children.values():
             with contextlib.suppress(ProcessLookupError):
@@ -252,7 +247,7 @@ class Supervisor:
                     )
                 self._kill_all()
                 return
-            self._wait_for_wake(remaining)
+            waker.wait(timeout=remaining)
 
     def _kill_all(self) -> None:
         """SIGKILL every worker still running and reap it (never leave one behind)."""

@@ -7,10 +7,13 @@ sends no queries and uses no CPU; a worker serving durable channels also
 wakes every ``PGPUBSUB_POLL_INTERVAL`` seconds, and when a retry falls due,
 to look for stored notifications it was not woken for.
 
-Delivery itself is :mod:`pgpubsub.dispatch`'s: broadcast notifications
-received together are run as one batch in one transaction; durable ones are
-claimed from the outbox in batches, and the listeners' database effects
-commit exactly once together with the notification's removal.
+Delivery itself is not the worker's: broadcast notifications received
+together are run as one batch in one transaction
+(:mod:`pgpubsub.broadcast`); durable ones are claimed from the outbox in
+batches, and the listeners' database effects commit exactly once together
+with the notification's removal (:mod:`pgpubsub.durable`). The worker
+keeps the schedule: when to sweep, and when the retries its drains
+scheduled fall due.
 
 On any connection loss the worker reconnects with backoff, LISTENs again and
 catches up on stored notifications. Before its first connection has
@@ -25,11 +28,10 @@ hand and return.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import math
 import os
-import random
-import re
-import select
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,109 +41,19 @@ import psycopg
 from django.db import connections
 
 from . import conf, sql
-from .channel import BaseChannel, registry
-from .dispatch import CONNECTION_ERRORS, Dispatcher
-from .exceptions import ChannelNotFound, DatabaseConfigurationError, DatabaseNotMigrated
+from .backoff import Backoff
+from .broadcast import BroadcastDelivery
+from .channel import BaseChannel
+from .connection import CONNECTION_ERRORS, check_migrated, configuration_error, conninfo_params
+from .delivery import split_notifies
+from .durable import DurableDelivery
+from .exceptions import ChannelNotFound, DatabaseConfigurationError
 from .observe import observers
+from .registry import registry
+from .selfpipe import Waker
 from .server_version import check_server_version
 
 logger = logging.getLogger("pgpubsub")
-
-#: The ``application_name`` of every worker's LISTEN connection, by which
-#: ``manage.py pgpubsub status``/``health`` and the metrics find the workers.
-WORKER_APPLICATION_NAME = "pgpubsub-worker"
-
-
-def conninfo_params(using: str) -> dict[str, Any]:
-    """psycopg parameters for a worker's LISTEN connection to the Django database ``using``."""
-    params = dict(connections[using].get_connection_params())
-    for key in ("cursor_factory", "context", "prepare_threshold", "row_factory"):
-        params.pop(key, None)
-    params["application_name"] = WORKER_APPLICATION_NAME
-    # An idle LISTEN connection sends nothing; TCP keepalives make a silently
-    # dropped network (no FIN, no RST) show up as a dead socket within about
-    # a minute and a half, so the worker reconnects.
-    params.setdefault("keepalives", 1)
-    params.setdefault("keepalives_idle", 60)
-    params.setdefault("keepalives_interval", 10)
-    params.setdefault("keepalives_count", 3)
-    return params
-
-
-# How PostgreSQL and libpq word the refusals of a connection that retrying
-# cannot fix: SQLSTATE classes 28 (invalid authorization: unknown role, wrong
-# password, no pg_hba.conf entry, role without LOGIN) and 3D (no such
-# database), and a database the role may not connect to. psycopg does not
-# give the SQLSTATE of an error raised while connecting, so the (English)
-# message is all there is; a message in another language is retried like
-# any other connection failure.
-_CONFIGURATION_ERRORS = re.compile(
-    r"authentication failed for user"
-    r'|role "[^"]*" does not exist'
-    r"|no pg_hba\.conf entry for"
-    r"|is not permitted to log in"
-    r"|no password supplied"
-    r'|database "[^"]*" does not exist'
-    r"|permission denied for database"
-)
-
-
-def configuration_error(exc: BaseException) -> str | None:
-    """The reason, when ``exc`` is a connection refused for its settings; else ``None``."""
-    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
-    text = str(exc)
-    if (sqlstate and sqlstate[:2] in ("28", "3D")) or _CONFIGURATION_ERRORS.search(text):
-        # psycopg's: "connection failed: connection to server at ... failed: FATAL:  ..."
-        reason = re.sub(r"\s+", " ", text).strip().removeprefix("connection failed: ")
-        return reason or type(exc).__name__
-    return None
-
-
-def check_migrated(conn: psycopg.Connection[Any], using: str) -> None:
-    """Raise :class:`DatabaseNotMigrated` when pgpubsub's migrations have not run on ``conn``."""
-    row = conn.execute(sql.SCHEMA_INSTALLED, [sql.publish_function()]).fetchone()
-    assert row is not None
-    database, installed = row
-    if not installed:
-        raise DatabaseNotMigrated(using, database)
-
-
-def preflight(using: str) -> None:
-    """Fail fast, before starting workers, on what no retry can fix.
-
-    Raises :class:`DatabaseConfigurationError` when the database refuses the
-    connection for its settings and :class:`DatabaseNotMigrated` when
-    pgpubsub's migrations have not run. Any other connection failure is left
-    to the workers, which retry.
-    """
-    params = conninfo_params(using)
-    params["application_name"] = "pgpubsub-preflight"
-    try:
-        conn = psycopg.Connection.connect(**params, autocommit=True)
-    except psycopg.OperationalError as exc:
-        reason = configuration_error(exc)
-        if reason is not None:
-            raise DatabaseConfigurationError(using, reason) from exc
-        return
-    with conn:
-        check_migrated(conn, using)
-
-
-class Backoff:
-    """Exponential backoff with jitter, for reconnecting."""
-
-    def __init__(self, first: float = 0.2, maximum: float = 15.0) -> None:
-        self.first = first
-        self.maximum = maximum
-        self.attempt = 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.maximum, self.first * (2**self.attempt))
-        self.attempt += 1
-        return delay * random.uniform(0.5, 1.0)
 
 
 class Worker:
@@ -169,12 +81,16 @@ class Worker:
         self.by_db_name = {channel.listen_safe_name(): channel for channel in selected}
         self.durable = [channel for channel in selected if channel.lock_notifications]
         self.poll_interval = conf.poll_interval()
-        self.dispatcher = Dispatcher(self.using)
+        self.batch_size = conf.batch_size()
+        self.broadcast_delivery = BroadcastDelivery(self.using)
+        self.durable_delivery = DurableDelivery(self.using)
+        # A heap of the monotonic times at which the retries scheduled by
+        # this worker's drains fall due, so that each one is looked for on time.
+        self._retries_due: list[float] = []
         self.stopping = False
         self.listen_conn: psycopg.Connection[Any] | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # Opened by run(): a worker that is built but never run holds no pipe.
+        self._waker: Waker | None = None
         self._next_sweep = 0.0
 
     # -- lifecycle ---------------------------------------------------------
@@ -182,8 +98,8 @@ class Worker:
     def stop(self, *_: Any) -> None:
         """Ask the worker to finish the batch in hand and return from :meth:`run`."""
         self.stopping = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
+        if self._waker is not None:
+            self._waker.wake()
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -197,7 +113,8 @@ class Worker:
     def run(self, *, install_signal_handlers: bool = True) -> None:
         """Serve until :meth:`stop` is called (or SIGTERM/SIGINT arrives)."""
         handlers = self._signal_handlers() if install_signal_handlers else contextlib.nullcontext()
-        backoff = Backoff()
+        backoff = Backoff(0.2, 15.0, jitter=True)
+        waker = self._waker = Waker()
         self._names = ", ".join(channel.name() for channel in self.channels)
         connected = False
         with handlers:
@@ -233,21 +150,11 @@ class Worker:
                         self._close()
                         for observer in observers():
                             observer.connection_changed(False)
-                        self._sleep(delay)
+                        waker.wait(timeout=delay)
             finally:
                 self._close()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                waker.close()
         logger.info("pgpubsub: worker %d stopped", os.getpid())
-
-    def _sleep(self, seconds: float) -> None:
-        select.select([self._wake_r], [], [], seconds)
-        self._drain_wake_pipe()
-
-    def _drain_wake_pipe(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 512):
-                pass
 
     def _connect(self) -> None:
         # LISTEN before anything else: whatever commits from here on is either
@@ -276,7 +183,8 @@ class Worker:
 
     def _serve(self) -> None:
         conn = self.listen_conn
-        assert conn is not None
+        waker = self._waker
+        assert conn is not None and waker is not None
         fd = conn.fileno()
         # Notifications that arrived while LISTEN statements ran wait in
         # psycopg's backlog, which the socket will not announce again.
@@ -284,18 +192,14 @@ class Worker:
         while not self.stopping:
             timeout = None
             if self.durable:
-                due = min(self._next_sweep, self.dispatcher.next_retry)
+                due = min(self._next_sweep, self._next_retry())
                 timeout = max(0.0, due - time.monotonic())
-            readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
-            if self._wake_r in readable:
-                self._drain_wake_pipe()
+            readable = waker.wait([fd], timeout)
             if self.stopping:
                 break
             if fd in readable:
                 self._handle(self._receive(conn))
-            if self.durable and time.monotonic() >= min(
-                self._next_sweep, self.dispatcher.next_retry
-            ):
+            if self.durable and time.monotonic() >= min(self._next_sweep, self._next_retry()):
                 self._sweep()
 
     def _receive(self, conn: psycopg.Connection[Any]) -> list[psycopg.Notify]:
@@ -307,43 +211,44 @@ class Worker:
         fewer of the worker's transactions, without delaying any.
         """
         received = list(conn.notifies(timeout=0))
-        while received and len(received) < self.dispatcher.batch_size:
+        while received and len(received) < self.batch_size:
             more = list(conn.notifies(timeout=0))
             if not more:
                 break
             received += more
         return received
 
-    # -- dispatch ----------------------------------------------------------
+    # -- delivery ----------------------------------------------------------
 
     def _handle(self, notifies: list[psycopg.Notify]) -> None:
         if not notifies:
             return
-        broadcast: list[tuple[type[BaseChannel], str]] = []
-        durable: list[type[BaseChannel]] = []
-        for notify in notifies:
-            channel = self.by_db_name.get(notify.channel)
-            if channel is None:
-                continue
-            if channel.lock_notifications:
-                # The payload is only a wake-up: the outbox table is the truth.
-                if channel not in durable:
-                    durable.append(channel)
-            else:
-                broadcast.append((channel, notify.payload))
+        broadcast, durable = split_notifies(notifies, self.by_db_name.get)
         if broadcast:
-            self.dispatcher.broadcast(broadcast)
+            self.broadcast_delivery.deliver(broadcast)
         if durable:
             # Retries are left to the sweeps, which run when one falls due.
-            self.dispatcher.drain(durable, self._stopping, retries=False)
+            self._drain(durable, retries=False)
 
     def _stopping(self) -> bool:
         return self.stopping
+
+    def _next_retry(self) -> float:
+        """The monotonic time of the earliest retry scheduled and not yet looked for."""
+        return self._retries_due[0] if self._retries_due else math.inf
+
+    def _drain(self, channels: Sequence[type[BaseChannel]], *, retries: bool) -> None:
+        scheduled = self.durable_delivery.drain(
+            channels, batch_size=self.batch_size, stopping=self._stopping, retries=retries
+        )
+        for due in scheduled:
+            heapq.heappush(self._retries_due, due)
 
     def _sweep(self) -> None:
         now = time.monotonic()
         self._next_sweep = now + self.poll_interval
         # Only the retries due now are taken by this drain; later ones keep
         # their time, so a sweep between a failure and its retry never delays it.
-        self.dispatcher.retries_looked_for(now)
-        self.dispatcher.drain(self.durable, self._stopping, retries=True)
+        while self._retries_due and self._retries_due[0] <= now:
+            heapq.heappop(self._retries_due)
+        self._drain(self.durable, retries=True)

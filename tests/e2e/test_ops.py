@@ -33,7 +33,9 @@ from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 import pgpubsub
-from pgpubsub.health import HealthCheck, HealthState, OpsServer, probe_params
+from pgpubsub.health import HealthCheck, HealthState
+from pgpubsub.opsserver import OpsServer
+from pgpubsub.probes import probe_params
 from tests.app.channels import DurableGreeting, Greeting, OrderChannel
 from tests.app.models import Delivery, Order
 from tests.conftest import REPO, WorkerProcess, db_url, wait_for

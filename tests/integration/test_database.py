@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import select
 import time
 import uuid
@@ -150,6 +149,17 @@ def test_notification_context_is_attached_and_bound_to_the_transaction():
     assert payloads["without-context"]["context"] == {}
 
 
+def test_a_context_set_in_an_aborted_transaction_is_ignored():
+    # A failed statement caught inside atomic() leaves the transaction
+    # aborted without Django knowing: the database answers SQLSTATE 25P02,
+    # and the notifications (and their context) will be rolled back anyway.
+    with transaction.atomic():
+        with connection.cursor() as cursor, pytest.raises(DatabaseError):
+            cursor.execute("SELECT 1 / 0")
+        pgpubsub.set_notification_context({"request": "lost"})
+        transaction.set_rollback(True)
+
+
 def test_tx_bound_context_outside_atomic_is_an_error():
     with pytest.raises(RuntimeError, match=r"inside transaction\.atomic"):
         pgpubsub.set_notification_context({"a": 1})
@@ -188,8 +198,6 @@ def test_worker_reads_a_burst_of_notifications_whole_in_order_and_capped(listen_
     # One socket read holds a couple of hundred of these; a batch stops at
     # the first read that reaches the batch size.
     assert max(sizes) < 300 + 300
-    os.close(worker._wake_r)
-    os.close(worker._wake_w)
 
 
 @dataclasses.dataclass

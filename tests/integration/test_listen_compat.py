@@ -9,10 +9,10 @@ from unittest import mock
 import pytest
 
 import pgpubsub
-from pgpubsub.channel import registered_channels, registry
 from pgpubsub.exceptions import ChannelNotFound
 from pgpubsub.listen import listen, listen_to_channels, process_notifications
 from pgpubsub.models import Notification
+from pgpubsub.registry import registered_channels, registry
 from tests.app.channels import (
     DurableGreeting,
     Greeting,

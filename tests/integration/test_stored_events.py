@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 import pgpubsub
-from pgpubsub.dispatch import Dispatcher
+from pgpubsub.durable import DurableDelivery
 from pgpubsub.models import Notification
 from tests.app.channels import OrderChannel, TicketChannel
 from tests.app.models import Delivery, Order, Ticket
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def drain(*channels):
-    Dispatcher("default").drain(list(channels), lambda: False)
+    DurableDelivery("default").drain(list(channels))
 
 
 def stored(channel):

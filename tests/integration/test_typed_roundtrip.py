@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pgpubsub
+from pgpubsub.codec import is_placeholder
 from pgpubsub.exceptions import ChannelDefinitionError, NotifyError
 from tests.app.models import Author
 
@@ -144,6 +145,80 @@ def test_model_instances_travel_by_primary_key():
     decoded = codec.decode_kwargs(through_postgres(encoded))
     assert decoded["author"] == author and isinstance(decoded["author"], Author)
     assert decoded["co_author"] is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Byline:
+    author: Author
+    role: str
+
+
+@dataclasses.dataclass
+class ManyModels(pgpubsub.Channel):
+    authors: list[Author]
+    bylines: tuple[Byline, ...]
+    by_name: dict[str, Author]
+    title: str
+
+
+def test_decoding_reads_no_database_and_loading_models_is_its_own_step(
+    django_assert_num_queries,
+):
+    ada, bob = Author.objects.create(name="ada"), Author.objects.create(name="bob")
+    codec = ManyModels.codec()
+    raw = through_postgres(
+        codec.encode_kwargs(
+            {
+                "authors": [ada, bob],
+                "bylines": (Byline(bob, "editor"),),
+                "by_name": {"ada": ada},
+                "title": "t",
+            }
+        )
+    )
+    with django_assert_num_queries(0):
+        decoded = codec.decode(raw)
+        placeholders = [*decoded["authors"], decoded["bylines"][0].author]
+        placeholders.append(decoded["by_name"]["ada"])
+        assert all(is_placeholder(found) for found in placeholders)
+        assert [found.pk for found in placeholders] == [ada.pk, bob.pk, bob.pk, ada.pk]
+    with django_assert_num_queries(4):
+        loaded = codec.resolve(decoded)
+    everything = [*loaded["authors"], loaded["bylines"][0].author, loaded["by_name"]["ada"]]
+    assert not any(is_placeholder(found) for found in everything)
+    assert [found.name for found in everything] == ["ada", "bob", "bob", "ada"]
+    assert loaded["bylines"] == (Byline(bob, "editor"),)
+    assert loaded["title"] == "t"
+
+
+@dataclasses.dataclass
+class Signed(pgpubsub.Channel):
+    author: Author
+
+    def __post_init__(self) -> None:
+        # Runs while decoding, before the models are loaded: the field is a
+        # placeholder whose other fields load on access.
+        if not self.author.name:
+            raise ValueError("a signed message needs an author with a name")
+
+
+def test_a_post_init_reading_a_model_field_still_works():
+    author = Author.objects.create(name="ada")
+    codec = Signed.codec()
+    decoded = codec.decode_kwargs(through_postgres(codec.encode_kwargs({"author": author})))
+    assert decoded == {"author": author} and not is_placeholder(decoded["author"])
+    Author.objects.filter(pk=author.pk).update(name="")
+    with pytest.raises(ValueError, match="needs an author with a name"):
+        codec.decode(through_postgres(codec.encode_kwargs({"author": author})))
+
+
+def test_only_channels_with_model_fields_have_models_to_load(django_assert_num_queries):
+    assert ManyModels.codec().has_models and WithModel.codec().has_models
+    codec = Everything.codec()
+    assert not codec.has_models
+    decoded = codec.decode(through_postgres(codec.encode_kwargs(sample_kwargs())))
+    with django_assert_num_queries(0):
+        assert codec.resolve(decoded) is decoded
 
 
 def test_model_field_rejects_a_bare_primary_key():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from pgpubsub.worker import configuration_error
+from pgpubsub.connection import configuration_error
 
 PREFIX = 'connection failed: connection to server at "db" (10.0.0.5), port 5432 failed: '
 

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from pgpubsub.channel import register_listener, registry
+from pgpubsub.registry import register_listener, registry
 from tests.app.channels import AuthorChannel, Greeting
 from tests.conftest import MANAGE
 

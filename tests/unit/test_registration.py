@@ -9,8 +9,9 @@ import pgtrigger
 import pytest
 
 import pgpubsub
-from pgpubsub.channel import BaseChannel, listeners_for, locate_channel
+from pgpubsub.channel import BaseChannel, locate_channel
 from pgpubsub.exceptions import ChannelDefinitionError, ChannelNotFound, ListenerRegistrationError
+from pgpubsub.registry import listeners_for
 from pgpubsub.triggers import trigger_name
 from tests.app import listeners
 from tests.app.channels import AuthorChannel, Greeting, OrderChannel

@@ -11,11 +11,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgpubsub import conf, drift, logs
-from pgpubsub.channel import BaseChannel, locate_channel, registered_channels
+from pgpubsub.channel import BaseChannel, locate_channel
+from pgpubsub.connection import preflight
+from pgpubsub.endpoints import serve_endpoints
 from pgpubsub.exceptions import PgpubsubError
-from pgpubsub.health import serve_endpoints
+from pgpubsub.registry import registered_channels
 from pgpubsub.supervisor import Supervisor
-from pgpubsub.worker import Worker, preflight
+from pgpubsub.worker import Worker
 
 DEFAULT_LOGFORMAT = "%(asctime)s %(levelname).4s %(process)d %(message)s"
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")

@@ -22,8 +22,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 
 from pgpubsub import conf, outbox, status
+from pgpubsub.channel import channel_names
 from pgpubsub.exceptions import PgpubsubError
-from pgpubsub.health import (
+from pgpubsub.probes import (
     DEFAULT_PROBE_TIMEOUT,
     connected_workers,
     probe_connection,
@@ -235,7 +236,7 @@ class Command(BaseCommand):
         queryset = outbox.dead_letters(channels, using=alias)
         if ids is not None:
             queryset = queryset.filter(id__in=ids)
-        names = status.channel_names()
+        names = channel_names()
         rows = [
             {
                 "id": row.pk,
