@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pgpubsub import Channel, TriggerChannel
 
@@ -91,3 +92,26 @@ class LoudGreeting(Greeting):
 @dataclass
 class UrgentGreeting(DurableGreeting):
     """A durable subclass, for process_stored_notifications([DurableGreeting])."""
+
+
+@dataclass
+class RetainedAuthorChannel(TriggerChannel):
+    """Authors' row changes kept in the event log (no listener: subscriptions only)."""
+
+    model = Author
+    retention = timedelta(hours=1)
+
+
+@dataclass
+class RetainedGreeting(Channel):
+    """An app channel kept in the event log."""
+
+    message: str
+    retention = timedelta(hours=1)
+
+
+@dataclass
+class Unheard(TriggerChannel):
+    """No listener, no retention: no trigger publishes it."""
+
+    model = Author
