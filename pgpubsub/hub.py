@@ -32,16 +32,17 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
 from asgiref.sync import sync_to_async
 
-from . import conf, retention, sql
+from . import conf, eventlog, retention, sql
 from .backoff import Backoff
 from .channel import BaseChannel, Channel, TriggerChannel, locate_channel
 from .connection import conninfo_params
+from .connector import AsyncConnector, SyncConnector
 from .exceptions import (
     CheckpointExpired,
     EventsMayBeMissed,
@@ -50,18 +51,15 @@ from .exceptions import (
     SubscriptionEnded,
     SubscriptionError,
 )
-from .positions import Position, database_tag
+from .positions import Position
 from .registry import listeners_for
-from .wakeups import LOCK_CLASS, RELY_RECHECK_SECONDS, BusyPoll, Sleep
+from .wakeups import RELY_RECHECK_SECONDS, BusyPoll, Sleep, wake_key
 from .wire import event_decoder
 
 logger = logging.getLogger("pgpubsub")
 
 #: The ``application_name`` of hub connections.
 HUB_APPLICATION_NAME = "pgpubsub-hub"
-
-#: Events read per statement.
-READ_BATCH = 1000
 
 #: Seconds between looks at the tables while asleep, in case a wake-up was
 #: lost (a killed reader that others relied on).
@@ -110,10 +108,6 @@ def _kind_error(channel: type[BaseChannel]) -> str | None:
             "publishes its events; set `retention` on it"
         )
     return None
-
-
-def _table(channel: type[BaseChannel]) -> str:
-    return sql.EVENT_LOG if channel.retained() else sql.BROADCAST_TABLE
 
 
 class Subscriber:
@@ -263,13 +257,13 @@ class Hub:
     ) -> Position | None:
         """Set where a new subscriber starts; return where its replay must end, if it must."""
         assert self.position is not None and self.tag is not None
+        connector = AsyncConnector(conn)
         if since is None:
-            subscriber.start = await self._checkpoint(conn)
+            subscriber.start = (await connector.run(eventlog.checkpoint())).position
             return None
         start = Position.decode(since, self.tag)
         names = [c.listen_safe_name() for c in subscriber.channels if c.retained()]
-        for name, xid, id_ in await (await conn.execute(sql.TRIMMED, [names])).fetchall():
-            trimmed = Position(int(xid), id_)
+        for name, trimmed in (await connector.run(eventlog.trimmed(names))).items():
             if start < trimmed:
                 channel = subscriber.names[name]
                 raise CheckpointExpired(channel.name(), since, trimmed.encode(self.tag))
@@ -284,29 +278,23 @@ class Hub:
         self._changed.set()
 
     async def _replay(self, subscriber: Subscriber, start: Position, target: Position) -> None:
-        tables = self._tables(subscriber.channels)
-        query = sql.read_events(tables)
+        by_table = eventlog.tables(subscriber.channels)
         position = start
         async with await psycopg.AsyncConnection.connect(**self.params, autocommit=True) as conn:
+            connector = AsyncConnector(conn)
             while position < target and subscriber.ended is None:
-                rows = await (await conn.execute(query, self._params(tables, position))).fetchall()
-                events = [row for row in rows if row[2] is not None]
-                for row in events:
-                    at = Position(int(row[2]), row[3])
-                    if at > target:
+                read = await connector.run(eventlog.read(by_table, position))
+                for row in read.rows:
+                    if row.position > target:
                         return
-                    event = self._decode(row, at, subscriber.names)
+                    event = self._decode(row, subscriber.names)
+                    position = row.position
                     if event is None:
                         continue
-                    event = await _loaded(event)
-                    if subscriber.queue.full():
-                        # A replay waits for its reader instead of failing it:
-                        # nothing here is held in memory but this batch.
-                        await subscriber.queue.put(event)
-                    else:
-                        subscriber.queue.put_nowait(event)
-                    position = at
-                if len(events) < READ_BATCH:
+                    # A replay waits for its reader instead of failing it:
+                    # nothing is held in memory here but this batch.
+                    await subscriber.queue.put(await _loaded(event))
+                if read.caught_up:
                     return
 
     # -- the reading task ----------------------------------------------------
@@ -314,12 +302,6 @@ class Hub:
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="pgpubsub-hub")
-
-    @staticmethod
-    async def _checkpoint(conn: psycopg.AsyncConnection[Any]) -> Position:
-        row = await (await conn.execute(sql.CHECKPOINT)).fetchone()
-        assert row is not None
-        return Position.before_transaction(int(row[0]))
 
     async def _run(self) -> None:
         backoff = Backoff(0.2, 15.0, jitter=True)
@@ -365,11 +347,10 @@ class Hub:
         self.conn = conn
         self.listening = set()
         self.sleep.forget()
-        row = await (await conn.execute(sql.CHECKPOINT)).fetchone()
-        assert row is not None
-        self.tag = database_tag(row[1], row[2])
+        now = await AsyncConnector(conn).run(eventlog.checkpoint())
+        self.tag = now.tag
         if self.position is None:
-            self.position = Position.before_transaction(int(row[0]))
+            self.position = now.position
 
     async def _close(self) -> None:
         if self.conn is not None:
@@ -382,17 +363,6 @@ class Hub:
         for subscriber in self.subscribers:
             found.update(subscriber.names)
         return found
-
-    @staticmethod
-    def _tables(channels: Iterable[type[BaseChannel]]) -> dict[str, list[str]]:
-        tables: dict[str, list[str]] = {}
-        for channel in channels:
-            tables.setdefault(_table(channel), []).append(channel.listen_safe_name())
-        return tables
-
-    @staticmethod
-    def _params(tables: dict[str, list[str]], after: Position) -> dict[str, Any]:
-        return {"xid": str(after.xid), "id": after.id, "limit": READ_BATCH, **tables}
 
     async def _serve(self) -> None:
         conn = self.conn
@@ -423,11 +393,9 @@ class Hub:
             if not asleep:
                 asked = self.sleep.to_request(channels)
                 if asked:
-                    row = await (
-                        await conn.execute(sql.SLEEP, [[self._key(n) for n in asked]])
-                    ).fetchone()
-                    assert row is not None
-                    if self.sleep.answered(asked, row[0]):
+                    keys = [wake_key(name) for name in asked]
+                    answer = await AsyncConnector(conn).run(eventlog.ask_to_sleep(keys))
+                    if self.sleep.answered(asked, answer):
                         await self._wait(conn, busy.next())
                         continue
                 # Read once more: what writers committed before the keys were
@@ -439,12 +407,6 @@ class Hub:
             await self._wait(conn, timeout)
             asleep = False
 
-    @staticmethod
-    def _key(name: str) -> int:
-        from .wakeups import wake_key
-
-        return wake_key(name)
-
     async def _take_notifies(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         """Handle the NOTIFYs already received; return whether there were any."""
         release = []
@@ -452,9 +414,9 @@ class Hub:
         async for notify in conn.notifies(timeout=0):
             got = True
             if self.sleep.woken(notify.channel):
-                release.append(self._key(notify.channel))
+                release.append(wake_key(notify.channel))
         if release:
-            await conn.execute(sql.WAKE, [LOCK_CLASS, release])
+            await AsyncConnector(conn).run(eventlog.give_back(release))
         return got
 
     async def _wait(self, conn: psycopg.AsyncConnection[Any], timeout: float | None) -> None:
@@ -484,41 +446,32 @@ class Hub:
     ) -> tuple[bool, bool]:
         """Read and fan out the next events; return (found any, events wait beyond the horizon)."""
         assert self.position is not None
-        tables = self._tables(channels.values())
-        cursor = await conn.execute(sql.read_events(tables), self._params(tables, self.position))
-        rows = await cursor.fetchall()
-        horizon = int(rows[0][0])
-        beyond = bool(rows[0][1])
-        events = [row for row in rows if row[2] is not None]
+        read = await AsyncConnector(conn).run(
+            eventlog.read(eventlog.tables(channels.values()), self.position)
+        )
         by_channel: dict[str, list[Subscriber]] = {}
         for subscriber in self.subscribers:
             for name in subscriber.names:
                 by_channel.setdefault(name, []).append(subscriber)
-        for row in events:
-            position = Position(int(row[2]), row[3])
-            event = self._decode(row, position, channels)
+        for row in read.rows:
+            event = self._decode(row, channels)
             if event is not None:
                 event = await _loaded(event)
-                for subscriber in by_channel.get(row[4], ()):
-                    subscriber.offer(position, event)
-            self.position = position
-        if len(events) < READ_BATCH:
-            # Every event of these channels below the horizon has been read.
-            caught_up = Position.before_transaction(horizon)
-            if caught_up > self.position:
-                self.position = caught_up
-        return bool(events), beyond
+                for subscriber in by_channel.get(row.channel, ()):
+                    subscriber.offer(row.position, event)
+            self.position = row.position
+        self.position = read.position
+        return bool(read.rows), read.beyond
 
-    def _decode(
-        self, row: tuple[Any, ...], position: Position, channels: dict[str, type[BaseChannel]]
-    ) -> Event | None:
+    def _decode(self, row: eventlog.LogRow, channels: dict[str, type[BaseChannel]]) -> Event | None:
         """The event of a row, decoded once for every subscriber (None if undecodable)."""
         assert self.tag is not None
-        channel = channels.get(row[4])
+        position = row.position
+        channel = channels.get(row.channel)
         if channel is None:
             return None
         try:
-            wire = event_decoder.decode(row[5])
+            wire = event_decoder.decode(row.payload)
             kwargs = _kwargs(channel, wire, self.using)
         except Exception as exc:
             logger.error(
@@ -536,7 +489,7 @@ class Hub:
             kwargs=kwargs,
             trigger=wire.trigger,
             context=wire.context,
-            created_at=row[6],
+            created_at=row.created_at,
         )
 
     # -- retention cleanup ---------------------------------------------------
@@ -680,12 +633,8 @@ def checkpoint(using: str | None = None) -> str:
     idempotently (an update sets values, a delete of a missing row does
     nothing).
     """
-    from django.db import connections
-
-    with connections[using or conf.database_alias()].cursor() as cursor:
-        cursor.execute(sql.CHECKPOINT)
-        horizon, oid, name = cursor.fetchone()
-    return Position.before_transaction(int(horizon)).encode(database_tag(oid, name))
+    now = SyncConnector(using or conf.database_alias()).run(eventlog.checkpoint())
+    return now.position.encode(now.tag)
 
 
 async def acheckpoint(using: str | None = None) -> str:
