@@ -53,7 +53,7 @@ from .exceptions import (
 )
 from .positions import Position
 from .registry import listeners_for
-from .wakeups import RELY_RECHECK_SECONDS, BusyPoll, Sleep, wake_key
+from .wakeups import BusyPoll, Sleep, wake_key
 from .wire import event_decoder
 
 logger = logging.getLogger("pgpubsub")
@@ -61,9 +61,9 @@ logger = logging.getLogger("pgpubsub")
 #: The ``application_name`` of hub connections.
 HUB_APPLICATION_NAME = "pgpubsub-hub"
 
-#: Seconds between looks at the tables while asleep, in case a wake-up was
-#: lost (a killed reader that others relied on).
-SAFETY_POLL_SECONDS = 5.0
+#: Seconds between looks at the tables while asleep holding the keys: the
+#: protocol loses no wake-up, so this is only a last line of defence.
+SAFETY_POLL_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -403,7 +403,7 @@ class Hub:
                 asleep = True
                 continue
             busy.reset()
-            timeout = RELY_RECHECK_SECONDS if self.sleep.relying else SAFETY_POLL_SECONDS
+            timeout = conf.poll_interval() if self.sleep.relying else SAFETY_POLL_SECONDS
             await self._wait(conn, timeout)
             asleep = False
 

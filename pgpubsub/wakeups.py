@@ -23,7 +23,7 @@ rows are visible to the reader's next read. A writer that looks after it
 finds the key taken and NOTIFYs. The one case left to the poll is a holder
 that dies without a word (a killed process) while other readers relied on
 it; readers that rely on another check again every
-:data:`RELY_RECHECK_SECONDS`.
+``PGPUBSUB_POLL_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -37,10 +37,6 @@ from . import sql
 
 #: The first number of every pgpubsub advisory lock ('pgps').
 LOCK_CLASS = sql.WAKE_LOCK_CLASS
-
-#: How often a reader that relies on another reader's key checks that the
-#: other one is still there (a killed holder wakes nobody).
-RELY_RECHECK_SECONDS = 1.0
 
 _GENERATED = re.compile(r"pgpubsub_([0-9a-f]{5})")
 

@@ -54,7 +54,7 @@ from .positions import Position
 from .registry import registry
 from .selfpipe import Waker
 from .server_version import check_server_version
-from .wakeups import RELY_RECHECK_SECONDS, BusyPoll, Sleep, wake_key
+from .wakeups import BusyPoll, Sleep, wake_key
 
 logger = logging.getLogger("pgpubsub")
 
@@ -257,7 +257,8 @@ class Worker:
         if self.durable:
             due = min(self._next_sweep, self._next_retry())
         if self.sleep.relying:
-            due = min(due, time.monotonic() + RELY_RECHECK_SECONDS)
+            # A killed holder wakes nobody: check it is still there now and then.
+            due = min(due, time.monotonic() + self.poll_interval)
         if self._read_since_trim:
             due = min(due, self._next_trim)
         return None if due == math.inf else max(0.0, due - time.monotonic())
