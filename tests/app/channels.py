@@ -115,3 +115,11 @@ class Unheard(TriggerChannel):
     """No listener, no retention: no trigger publishes it."""
 
     model = Author
+
+
+@dataclass
+class AsyncJob(Channel):
+    """Durable; its listener is an ``async def`` function."""
+
+    message: str
+    lock_notifications = True
