@@ -6,6 +6,8 @@ subclass carries the attributes a caller needs to act on it.
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class PgpubsubError(Exception):
     """Base class of every error raised by pgpubsub."""
@@ -175,3 +177,13 @@ class EventsMayBeMissed(SubscriptionEnded):
             "the subscription lost its database connection; events of channels without "
             "`retention` may have been missed: reload the state and subscribe again",
         )
+
+
+class StreamConfigurationError(PgpubsubError, ImproperlyConfigured):
+    """A browser stream or a bridge (``pgpubsub.sse``, ``pgpubsub.contrib``) is
+    configured in a way that cannot work: an unknown field, a channel that
+    cannot be subscribed to, a scope of another model."""
+
+
+class ScopeError(PgpubsubError, ValueError):
+    """A stream's scope cannot be used to judge events (see ``pgpubsub.scope``)."""

@@ -54,6 +54,7 @@ from .exceptions import (
 from .positions import Position
 from .registry import listeners_for
 from .wakeups import BusyPoll, Sleep, wake_key
+from .wire import Event as WireEvent
 from .wire import event_decoder
 
 logger = logging.getLogger("pgpubsub")
@@ -89,6 +90,10 @@ class Event:
     context: dict[str, Any] | None
     #: When the event was written (seconds since the epoch).
     created_at: float
+    #: The event as stored, before decoding: rows as JSON per column, an app
+    #: channel's fields as JSON. Browser streams and bridges
+    #: (:mod:`pgpubsub.sse`) encode from it without touching the models.
+    wire: WireEvent | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _kind_error(channel: type[BaseChannel]) -> str | None:
@@ -130,6 +135,11 @@ class Subscriber:
         self.ended: Callable[[str | None], PgpubsubError] | None = None
         self.retained_only = all(channel.retained() for channel in channels)
         self._wakeup = asyncio.Event()
+        #: The replay of a subscription with ``since``, while it runs.
+        self.catching_up: asyncio.Task[None] | None = None
+        #: next_batch()'s pending queue.get(), kept across timeouts so that
+        #: an event it takes is never lost.
+        self._getter: asyncio.Future[Event] | None = None
 
     def offer(self, position: Position, event: Event) -> None:
         """The hub has read an event of one of this subscriber's channels."""
@@ -158,6 +168,51 @@ class Subscriber:
             self.ended = ended
             self.hub.detach(self)
             self._wakeup.set()
+
+    @property
+    def start_id(self) -> str:
+        """The position this subscription delivers events after, as an event id.
+
+        Resuming from it (``since=``) gives what this subscription gives.
+        """
+        assert self.hub.tag is not None
+        return self.start.encode(self.hub.tag)
+
+    async def next_batch(self, limit: int, timeout: float | None = None) -> list[Event]:
+        """The events waiting now (at least one, at most ``limit``), in order.
+
+        Waits up to ``timeout`` seconds for the first one and returns an
+        empty list if none came. Unlike ``async for``, a timeout or a
+        cancellation never loses an event. Once the subscription has ended
+        and its events are handed out, raises the error that ended it. Use
+        either this or ``async for`` on a subscriber, not both.
+        """
+        batch: list[Event] = []
+        if self._getter is not None and self._getter.done():
+            batch.append(self._getter.result())
+            self._getter = None
+        if not batch and self.queue.empty():
+            if self.ended is not None:
+                raise self.ended(self.last_id)
+            if self._getter is None:
+                self._getter = asyncio.ensure_future(self.queue.get())
+            self._wakeup.clear()
+            waker = asyncio.ensure_future(self._wakeup.wait())
+            waits: set[asyncio.Future[Any]] = {self._getter, waker}
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+            if not self._getter.done():
+                if self.ended is not None and self.queue.empty():
+                    raise self.ended(self.last_id)
+                return []
+            batch.append(self._getter.result())
+            self._getter = None
+        while len(batch) < limit and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        self.last_id = batch[-1].id
+        return batch
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
@@ -228,15 +283,30 @@ class Hub:
             return
         # Replay (start, target] on a connection of its own, holding back
         # what the hub reads meanwhile; the hub's position only moves on.
+        # The replay runs beside the caller, who reads its events as they
+        # come: a replay longer than the queue waits for its reader, so it
+        # cannot run to its end before the caller starts reading.
+        subscriber.catching_up = asyncio.get_running_loop().create_task(
+            self._catch_up(subscriber, target), name="pgpubsub-replay"
+        )
+
+    async def _catch_up(self, subscriber: Subscriber, target: Position) -> None:
         try:
             await self._replay(subscriber, subscriber.start, target)
-        except BaseException:
-            self.detach(subscriber)
-            raise
-        held, subscriber.held = subscriber.held or collections.deque(), None
+            # Then what the hub read meanwhile, waiting for the reader too;
+            # the hub keeps adding to ``held`` (bounded) until it is empty.
+            held = subscriber.held
+            while held and subscriber.ended is None:
+                _, event = held.popleft()
+                await subscriber.queue.put(event)
+        except Exception as exc:
+            logger.warning("pgpubsub: replaying events for a subscriber failed: %s", exc)
+            subscriber.fail(
+                functools.partial(SubscriptionEnded, message=f"replaying events failed: {exc}")
+            )
+            return
+        subscriber.held = None
         subscriber.start = target
-        for position, event in held:
-            subscriber.offer(position, event)
 
     async def _admit(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Answer the subscribers waiting in :meth:`attach` (in the hub's task)."""
@@ -490,6 +560,7 @@ class Hub:
             trigger=wire.trigger,
             context=wire.context,
             created_at=row.created_at,
+            wire=wire,
         )
 
     # -- retention cleanup ---------------------------------------------------
@@ -584,6 +655,9 @@ class Subscription:
     async def __aexit__(self, *exc: object) -> None:
         if self.subscriber is not None:
             self.subscriber.hub.detach(self.subscriber)
+            for task in (self.subscriber._getter, self.subscriber.catching_up):
+                if task is not None:
+                    task.cancel()
             self.subscriber = None
 
     def __enter__(self) -> None:

@@ -553,3 +553,33 @@ WITH deleted AS (
 )
 SELECT count(*) FROM deleted
 """
+
+
+# -- scopes of browser streams (pgpubsub.scope) ------------------------------------
+
+#: Sets a connection's time zone (that of the Django database it stands for).
+SET_TIME_ZONE = "SELECT set_config('TimeZone', %s, false)"
+
+
+def set_role(role: str) -> sql.Composed:
+    """``SET ROLE``, for a connection standing for a Django database with ``assume_role``."""
+    return sql.SQL("SET ROLE {}").format(sql.Identifier(role))
+
+
+def scope_rows(rows_alias: str, json_column: str, number_column: str, scope_sql: str) -> str:
+    """One scope's part of a judging statement: which of the rows given pass the scope.
+
+    Parameters: the scope's index, the rows as a JSON array, then the scope
+    query's own parameters. ``scope_sql`` is the scope queryset as Django
+    compiled it, reading its model's row from ``rows_alias.json_column``.
+    """
+    return (
+        f"SELECT %s::int, {rows_alias}.{number_column} FROM json_array_elements(%s::json) "
+        f"WITH ORDINALITY AS {rows_alias}({json_column}, {number_column}) "
+        f"WHERE EXISTS ({scope_sql})"
+    )
+
+
+def row_as_table(table: str, rows_alias: str, json_column: str) -> str:
+    """The FROM item that stands for ``table`` (quoted) with one event row's values."""
+    return f"json_populate_record(NULL::{table}, {rows_alias}.{json_column}) AS {table}"

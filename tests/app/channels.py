@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from pgpubsub import Channel, TriggerChannel
 
-from .models import Author, Everything, Order, Post, Profile, Restaurant
+from .models import Author, Everything, Note, Order, Post, Profile, Restaurant
 
 
 @dataclass
@@ -123,3 +123,11 @@ class AsyncJob(Channel):
 
     message: str
     lock_notifications = True
+
+
+@dataclass
+class NoteChannel(TriggerChannel):
+    """Tenants' notes, kept in the event log: the browser stream tests' channel."""
+
+    model = Note
+    retention = timedelta(hours=1)

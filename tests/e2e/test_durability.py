@@ -207,9 +207,7 @@ def test_listener_context_is_kept_with_the_stored_notification(start_worker):
     assert Delivery.objects.get(listener="order_created").data == {"context": {"tenant": 7}}
 
 
-def test_an_async_listener_writes_exactly_once_even_when_an_attempt_fails(
-    start_worker, tmp_path
-):
+def test_an_async_listener_writes_exactly_once_even_when_an_attempt_fails(start_worker, tmp_path):
     # The async listener's ORM writes run in the claim transaction: the failed
     # first attempt's row is rolled back with it, the next attempt's commits.
     calls = tmp_path / "calls"
