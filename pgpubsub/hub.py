@@ -74,14 +74,14 @@ class Event:
     One object is shared by every subscriber of the process: do not modify it.
     """
 
-    #: The event's position, as an opaque string: pass it as ``since`` to resume after it.
+    #: The event's position, an opaque string; pass it as ``since`` to resume after it.
     id: str
     #: The channel class.
     channel: type[BaseChannel]
     #: ``"INSERT"``, ``"UPDATE"`` or ``"DELETE"`` for trigger channels, else ``None``.
     op: str | None
-    #: What a listener of the channel receives: ``old`` and ``new`` model
-    #: instances, or the channel's typed fields.
+    #: What a listener of the channel receives (``old`` and ``new`` model
+    #: instances, or the channel's typed fields).
     kwargs: dict[str, Any]
     #: The trigger that published it (``"after_insert"``, ... or a custom
     #: trigger's name), else ``None``.
@@ -90,9 +90,9 @@ class Event:
     context: dict[str, Any] | None
     #: When the event was written (seconds since the epoch).
     created_at: float
-    #: The event as stored, before decoding: rows as JSON per column, an app
-    #: channel's fields as JSON. Browser streams and bridges
-    #: (:mod:`pgpubsub.sse`) encode from it without touching the models.
+    #: The event as stored, before decoding, with rows and fields still JSON;
+    #: browser streams and bridges (:doc:`/live`) encode from it without
+    #: touching the models.
     wire: WireEvent | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
