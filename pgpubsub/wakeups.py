@@ -58,7 +58,7 @@ def wake_key(db_name: str) -> int:
 class Sleep:
     """What one reader connection holds in the protocol, by channel database name."""
 
-    #: Channels whose key this connection holds: it must give it back when
+    #: Channels whose key this connection holds; it must give each back when
     #: a NOTIFY on the channel arrives.
     held: set[str] = field(default_factory=set)
     #: Channels whose key another reader held at the last request.
