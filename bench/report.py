@@ -329,9 +329,19 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
     writers = sorted({run["clients"] for run in reference_runs})
     if not writers:
         return []
+    # The reference runs before and after the other variants of each
+    # (round, writers): each variant is compared with the mean of the two.
+    reference_tps: dict[tuple[int, int], list[float]] = {}
+    for run in reference_runs:
+        reference_tps.setdefault((run["round"], run["clients"]), []).append(run["tps"])
 
     def ratios(variant: str, impl: str, clients: int) -> list[float]:
-        return paired(runs(variant, impl, clients), runs("reference", OURS, clients), "tps")
+        out = []
+        for run in runs(variant, impl, clients):
+            reference = reference_tps.get((run["round"], clients))
+            if reference and run.get("tps") is not None:
+                out.append(run["tps"] / statistics.mean(reference))
+        return out
 
     def med(values: list[float]) -> float | None:
         return statistics.median(values) if values else None
@@ -339,16 +349,15 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
     figures: list[Figure] = []
     for clients in writers:
         plural = "writer" if clients == 1 else "writers"
-        reference = runs("reference", OURS, clients)
-        tps = [run["tps"] for run in reference]
+        pairs = [tps for (_, n), tps in sorted(reference_tps.items()) if n == clients]
         figures.append(
             Figure(
                 key=f"w8_reference_c{clients}",
                 workload="8",
                 label=f"{clients} {plural}, no trigger (the reference)",
                 unit="tx/s",
-                ours=median(reference, "tps"),
-                note=f"per round {min(tps):,.0f}-{max(tps):,.0f} tx/s" if len(tps) > 1 else "",
+                ours=med([statistics.mean(tps) for tps in pairs]),
+                note=_reference_note(pairs),
             )
         )
         floors = (
@@ -427,20 +436,45 @@ def _all_or_none(runs: list[dict[str, Any]], field: str) -> float | None:
 
 
 def _catch_up_note(kind: str, writers: list[int], runs: Callable[..., list[dict[str, Any]]]) -> str:
-    """Catch-up seconds at every number of writers, ours then 1.3.1's ('>' when not caught up)."""
-    parts = []
+    """Catch-up seconds and the worker's CPU during the burst at every number of writers.
+
+    Catch-up is "late" where a round did not catch up by the deadline; the
+    CPU (share of one core) is what the busy worker took from the writers.
+    """
+    catch_up, cpu = [], []
     for impl, name in ((OURS, "ours"), (THEIRS, "1.3.1")):
-        cells = []
+        seconds, percent = [], []
         for clients in writers:
             measured = runs(kind, impl, clients)
             value = _all_or_none(measured, "catch_up_s")
-            cells.append("-" if not measured else "late" if value is None else f"{value:.1f}")
-        if any(cell != "-" for cell in cells):
-            parts.append(f"{name} {'/'.join(cells)}")
-    if not parts:
+            seconds.append("-" if not measured else "late" if value is None else f"{value:.1f}")
+            share = median(measured, "worker_cpu_pct")
+            percent.append("-" if share is None else f"{share:.0f}")
+        if any(cell != "-" for cell in seconds):
+            catch_up.append(f"{name} {'/'.join(seconds)}")
+            cpu.append(f"{name} {'/'.join(percent)}")
+    if not catch_up:
         return ""
     counts = "/".join(str(clients) for clients in writers)
-    return f"catch-up (s) at {counts} writers: " + ", ".join(parts)
+    return (
+        f"at {counts} writers, catch-up (s): {', '.join(catch_up)}; "
+        f"worker CPU during the burst (% of a core): {', '.join(cpu)}"
+    )
+
+
+def _reference_note(pairs: list[list[float]]) -> str:
+    """How far the reference moved: between rounds, and within a round (first vs last run)."""
+    means = [statistics.mean(tps) for tps in pairs]
+    parts = []
+    if len(means) > 1:
+        parts.append(f"per round {min(means):,.0f}-{max(means):,.0f} tx/s")
+    drift = [abs(tps[0] - tps[-1]) / statistics.mean(tps) for tps in pairs if len(tps) > 1]
+    if drift:
+        parts.append(
+            f"first and last run of a round differ by {100 * statistics.median(drift):.0f}% "
+            f"(median), {100 * max(drift):.0f}% at most"
+        )
+    return "; ".join(parts)
 
 
 def _below(value: float | None, bound: float) -> bool | None:

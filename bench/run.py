@@ -166,21 +166,28 @@ def _writes(
 ) -> list[Step]:
     """Workload 8 of round ``rnd``: every variant at each number of writers.
 
-    Every other round runs the variants in reverse order, so that no variant
-    always runs right after the reference (or the other library's twin).
+    At each number of writers the reference (no trigger) runs first and
+    last, and the variants between them; every other round runs the variants
+    in reverse order, so that no variant always runs right after the
+    reference or the other library's twin.
     """
     by_key = {impl.key: impl for impl in impls}
-    group = writes.variants(unsupported, with_theirs="theirs" in by_key)
+    middle = writes.variants(unsupported, with_theirs="theirs" in by_key)
     if rnd % 2:
-        group.reverse()
+        middle.reverse()
+    group = [writes.REFERENCE, *middle, writes.REFERENCE]
     steps: list[Step] = []
     for clients in cfg.w8_writers:
-        for variant in group:
+        for position, variant in enumerate(group):
 
             def measure(
-                tick: Any, variant: writes.Variant = variant, clients: int = clients
+                tick: Any,
+                variant: writes.Variant = variant,
+                clients: int = clients,
+                position: int = position,
             ) -> dict[str, Any]:
-                return writes.measure(by_key[variant.impl], variant, clients, settings, tick)
+                result = writes.measure(by_key[variant.impl], variant, clients, settings, tick)
+                return {**result, "position": position}
 
             label = f"8 {variant.label}, {clients} writer{'s' if clients > 1 else ''}"
             steps.append((f"w8_{variant.key}", variant.impl, label, measure))
