@@ -354,7 +354,7 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             Figure(
                 key=f"w8_reference_c{clients}",
                 workload="8",
-                label=f"{clients} {plural}, no trigger (the reference)",
+                label=f"{clients} {plural}: no trigger (the reference)",
                 unit="tx/s",
                 ours=med([statistics.mean(tps) for tps in pairs]),
                 note=_reference_note(pairs),
@@ -373,7 +373,7 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             fig = Figure(
                 key=f"w8_{kind}_c{clients}",
                 workload="8",
-                label=f"{clients} {plural}, {kind} trigger: tx/s over no trigger",
+                label=f"{clients} {plural}: {kind} trigger, tx/s / no trigger",
                 unit="x",
                 ours=o,
                 theirs=t,
@@ -406,7 +406,7 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             Figure(
                 key=f"w8_{kind}_p99",
                 workload="8",
-                label=f"{kind}: p99 insert-to-listener, {at} writers flat out",
+                label=f"{at} writers: {kind}, p99 insert-to-listener",
                 unit="ms",
                 ours=o,
                 theirs=t,
@@ -418,7 +418,7 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             Figure(
                 key=f"w8_{kind}_catch_up",
                 workload="8",
-                label=f"{kind}: worker catch-up after the {at}-writer burst",
+                label=f"{at} writers: {kind}, worker catch-up",
                 unit="s",
                 ours=_all_or_none(ours_runs, "catch_up_s"),
                 theirs=_all_or_none(theirs_runs, "catch_up_s"),
@@ -518,7 +518,7 @@ def rows(figures: list[Figure], with_theirs: bool) -> list[list[str]]:
             row.append(theirs)
         row += [
             fmt(fig.bare, fig.unit) if fig.bare is not None else "",
-            f"{fmt(fig.floors[0], 'x')} / {fmt(fig.floors[1], 'x')}" if fig.floors else "",
+            f"{fmt(fig.floors[0], 'x')}/{fmt(fig.floors[1], 'x')}" if fig.floors else "",
             f"{fmt(fig.ratio, 'x')} {fig.ratio_label}" if fig.ratio is not None else "",
             fig.target,
             verdict(fig),
@@ -532,7 +532,7 @@ def headers(with_theirs: bool) -> list[str]:
     cols = ["#", "figure", "unit", "ours"]
     if with_theirs:
         cols.append("1.3.1")
-    return [*cols, "bare loop", "floors: notify / log", "ratio", "target", "", "lost/dup"]
+    return [*cols, "bare loop", "floors notify/log", "ratio", "target", "", "lost/dup"]
 
 
 def measured(fig: Figure) -> bool:

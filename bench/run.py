@@ -281,7 +281,7 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     # Wide enough for the table when the output is a file or a CI log.
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = Console(width=None if sys.stdout.isatty() else 180)
     cfg = wl.Config.smoke() if args.smoke else wl.Config()
     if args.rounds:
         cfg.rounds = args.rounds
