@@ -6,7 +6,8 @@ each variant's table, and reports transactions per second. Each variant's
 figure is its tps over the tps of the same table with no trigger measured in
 the same round at the same number of writers.
 
-The variants are data (:data:`VARIANTS`):
+The variants are data (:data:`REFERENCE`, the floors, :data:`OUR_KINDS` and
+:data:`THEIR_KINDS`; :func:`variants` picks those a run measures):
 
 * the reference, a table with no trigger;
 * two floors, raw SQL in the scratch schema :data:`FLOOR_SCHEMA` of our
@@ -73,7 +74,7 @@ class Variant:
     channel_class: str | None = None
 
 
-def _ours(key: str, table: str, channel: str, mode: str, kind: str) -> Variant:
+def _ours(key: str, *, table: str, channel: str, mode: str, kind: str) -> Variant:
     return Variant(
         key=key,
         label=f"pgpubsub {key}",
@@ -93,26 +94,36 @@ FLOOR_NOTIFY = Variant(
 FLOOR_LOG = Variant(
     "floor_log", "floor: to_jsonb into a log table", "ours", (FLOOR_SCHEMA, "log_rows")
 )
-#: Our channel kinds, in report order: (key, table, channel class, warm-up mode, kind).
+#: Our channel kinds, in report order.
 OUR_KINDS = (
     _ours(
         "broadcast",
-        "benchapp_timedbroadcastrow",
-        "TimedBroadcastChannel",
-        *("timed_broadcast",) * 2,
+        table="benchapp_timedbroadcastrow",
+        channel="TimedBroadcastChannel",
+        mode="timed_broadcast",
+        kind="timed_broadcast",
     ),
-    _ours("durable", "benchapp_timeddurablerow", "TimedDurableChannel", *("timed_durable",) * 2),
     _ours(
-        "retained", "benchapp_timedretainedrow", "RetainedRowChannel", "retained", "retained_row"
+        "durable",
+        table="benchapp_timeddurablerow",
+        channel="TimedDurableChannel",
+        mode="timed_durable",
+        kind="timed_durable",
+    ),
+    _ours(
+        "retained",
+        table="benchapp_timedretainedrow",
+        channel="RetainedRowChannel",
+        mode="retained",
+        kind="retained_row",
     ),
 )
-#: django-pgpubsub 1.3.1's kinds: the same channels (it has no retention).
+#: django-pgpubsub 1.3.1's kinds, on the same channels (it has no retention).
 THEIR_KINDS = tuple(
     dataclasses.replace(v, impl="theirs", label=f"1.3.1 {v.key}")
     for v in OUR_KINDS
-    if v.key != "retained"
+    if v.key in ("broadcast", "durable")
 )
-KINDS = tuple(v.key for v in OUR_KINDS)
 
 
 def variants(unsupported: dict[str, str], *, with_theirs: bool) -> list[Variant]:
@@ -308,14 +319,16 @@ def measure(
                 *("--mode", variant.warm_mode, "--n", "0", "--workers", "1"),
                 *("--deadline", str(settings.warm_up_deadline)),
             )
-            worker = procs[0].pid
-            cpu_before = cpu_seconds(worker)
+            cpu_before = _cpu(procs[0].pid)
             bench = run_pgbench(
                 settings.pgbench, impl, variant.table, clients, settings.threads, settings.seconds
             )
             # On two cores a busy worker takes CPU from the writers: say how much.
-            busy = (cpu_seconds(worker) - cpu_before) / (bench["t_end"] - bench["t_start"])
-            result: dict[str, Any] = {"clients": clients, **bench, "worker_cpu_pct": 100 * busy}
+            cpu_after = _cpu(procs[0].pid)
+            busy = None
+            if cpu_before is not None and cpu_after is not None:
+                busy = 100 * (cpu_after - cpu_before) / (bench["t_end"] - bench["t_start"])
+            result: dict[str, Any] = {"clients": clients, **bench, "worker_cpu_pct": busy}
             if variant.kind is not None:
                 result.update(_drain(impl, variant, bench["t_end"], procs, settings, tick))
             elif variant.key == "floor_log" and not _log_matches(impl):
@@ -324,6 +337,14 @@ def measure(
         if is_floor:
             empty_floors(impl)
     return result
+
+
+def _cpu(pid: int) -> float | None:
+    """The process's CPU seconds so far; None once it has gone (the drain then says so)."""
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return None
 
 
 def _source(variant: Variant) -> sql.Composable:
@@ -352,14 +373,14 @@ def _drain(
 ) -> dict[str, Any]:
     """Wait for the worker to handle every row's event; count, time and check them.
 
-    ``lost``: events not handled when the worker made no progress for
-    ``stall`` seconds (or died); ``behind``: events not handled when
-    ``drain_deadline`` ran out while the worker was still making progress.
+    ``behind``: events not handled when ``drain_deadline`` ran out while the
+    worker was still making progress; ``lost``: every other event not
+    handled (the worker made no progress for ``stall`` seconds, or died).
     """
     source = _source(variant)
     count_sql = sql.SQL(
         "SELECT (SELECT count(*) FROM {}), "
-        "(SELECT count(*) FROM benchapp_processed WHERE kind = %s)"
+        "(SELECT count(DISTINCT ref) FROM benchapp_processed WHERE kind = %s)"
     ).format(source)
     started = time.monotonic()
     last_count, last_progress = -1, started
@@ -409,7 +430,7 @@ def _drain(
     return {
         "events": expected,
         "handled": distinct,
-        "lost": unhandled if stalled else 0,
+        "lost": 0 if behind_deadline else unhandled,
         "behind": unhandled if behind_deadline else 0,
         "duplicated": rows - distinct - unexpected,
         "unexpected": unexpected,
@@ -424,7 +445,6 @@ def _drain(
 
 __all__ = [
     "FLOOR_SCHEMA",
-    "KINDS",
     "OUR_KINDS",
     "REFERENCE",
     "THEIR_KINDS",
