@@ -264,6 +264,10 @@ ALL_TABLES = (
     "benchapp_broadcastrow",
     "benchapp_durablerow",
     "benchapp_plainrow",
+    "benchapp_timedplainrow",
+    "benchapp_timedbroadcastrow",
+    "benchapp_timeddurablerow",
+    "benchapp_timedretainedrow",
     "pgpubsub_notification",
     "pgpubsub_payload",
 )
