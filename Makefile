@@ -15,7 +15,7 @@ SPHINXOPTS ?= -W --keep-going -n -E
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test test-django42 test-django60 test-django61 demo lint format typecheck docs check bench \
+.PHONY: help install test test-django42 test-django60 test-django61 demo live lint format typecheck docs check bench \
         db-start db-stop db-url clean distclean
 
 help: ## Show this help
@@ -56,7 +56,7 @@ PYTHON_61 = $(PYTHON_313)
 	@test -x .venv-django$*/bin/python || \
 		{ python=$(PYTHON_$*) && "$$python" -m venv .venv-django$*; }
 	.venv-django$*/bin/python -m pip install --upgrade pip
-	.venv-django$*/bin/python -m pip install -e '.[test,metrics]' '$(DJANGO_$*)'
+	.venv-django$*/bin/python -m pip install -e '.[test,metrics,reflex]' '$(DJANGO_$*)'
 	@touch $@
 
 # $(call test_in,VENV): the whole suite with that virtualenv's Python.
@@ -79,6 +79,13 @@ compat: $(STAMP) ## Run django-pgpubsub 1.3.1's test suite against pgpubsub
 
 demo: $(STAMP) ## Run the end-to-end example (example/demo.py)
 	$(PGSERVER) run -- $(BIN)/python example/demo.py
+
+# The live authors page of the example project (example/live.py) on
+# http://127.0.0.1:8000/, served by uvicorn (the [asgi] extra) on the embedded
+# PostgreSQL; LIVE_ARGS="--port 8080" to change the port.
+live: $(STAMP) ## Serve the example's live authors page with uvicorn (http://127.0.0.1:8000/)
+	@$(BIN)/python -c 'import uvicorn' 2>/dev/null || $(BIN)/python -m pip install -e '.[asgi]'
+	$(PGSERVER) run -- $(BIN)/python example/live.py $(LIVE_ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(BIN)/ruff check .

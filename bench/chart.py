@@ -20,7 +20,10 @@ def draw(figures: list[Figure], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     by_key = {fig.key: fig for fig in figures}
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    writes = _writes_series(figures)
+    fig = plt.figure(figsize=(12, 12 if writes else 8))
+    grid = fig.add_gridspec(3 if writes else 2, 2)
+    axes = [[fig.add_subplot(grid[row, col]) for col in range(2)] for row in range(2)]
     fig.suptitle(title, fontsize=11)
 
     _bars(
@@ -36,17 +39,19 @@ def draw(figures: list[Figure], path: Path, title: str) -> None:
         ],
         bare=True,
     )
+    modes = ["broadcast", "durable"]
+    if by_key["w4_latency_retained_p50"].ours is not None:
+        modes.append("retained")
     _bars(
         axes[0][1],
         "Latency at 200 events/s (ms, lower is better; log scale)",
         [
-            ("broadcast\np50", by_key["w4_latency_broadcast_p50"]),
-            ("broadcast\np99", by_key["w4_latency_broadcast_p99"]),
-            ("durable\np50", by_key["w4_latency_durable_p50"]),
-            ("durable\np99", by_key["w4_latency_durable_p99"]),
+            (f"{mode}\n{q}", by_key[f"w4_latency_{mode}_{q}"])
+            for mode in modes
+            for q in ("p50", "p99")
         ],
         log=True,
-        limits=[2, 10, 2, 10],
+        limits=[2, 10] * len(modes),
     )
     _bars(
         axes[1][0],
@@ -66,6 +71,8 @@ def draw(figures: list[Figure], path: Path, title: str) -> None:
         ],
         limits=[1, 20],
     )
+    if writes:
+        _writes_panel(fig.add_subplot(grid[2, :]), writes)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -97,7 +104,8 @@ def _bars(
             if v is not None:
                 text = f"{v:,.0f}" if v >= 100 else f"{v:.2g}" if v < 1 else f"{v:.1f}"
                 ax.text(x, v, text, ha="center", va="bottom", fontsize=6)
-            elif color == THEIRS_COLOR:
+        for x, (_, f) in zip(xs, items):
+            if color == THEIRS_COLOR and f.theirs is None and f.note.startswith("1.3.1 fails"):
                 ax.text(x, 0, "fails", ha="center", va="bottom", fontsize=7, rotation=90)
     if limits:
         for i, limit in enumerate(limits):
@@ -109,3 +117,77 @@ def _bars(
         ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
+
+
+#: Workload 8's lines: (label, figure key prefix, which value, colour, line style).
+WRITES_LINES = [
+    ("pgpubsub broadcast", "w8_broadcast", "ours", OURS_COLOR, "-"),
+    ("pgpubsub durable", "w8_durable", "ours", "#2c5282", "--"),
+    ("pgpubsub retained", "w8_retained", "ours", "#63b3ed", "-."),
+    ("1.3.1 broadcast", "w8_broadcast", "theirs", "#718096", "-"),
+    ("1.3.1 durable", "w8_durable", "theirs", "#718096", "--"),
+    ("floor: pg_notify only", "w8_broadcast", "floor_notify", "#e53e3e", ":"),
+    ("floor: to_jsonb into a log", "w8_broadcast", "floor_log", BARE_COLOR, ":"),
+]
+
+
+def _writes_series(figures: list[Figure]) -> dict[str, list[tuple[int, float]]]:
+    """Workload 8's ratios to no trigger, per line of :data:`WRITES_LINES`: [(writers, ratio)]."""
+    by_key = {fig.key: fig for fig in figures}
+    writers = sorted(
+        int(fig.key.rsplit("_c", 1)[1]) for fig in figures if fig.key.startswith("w8_reference_c")
+    )
+    series: dict[str, list[tuple[int, float]]] = {}
+    for label, prefix, which, _, _ in WRITES_LINES:
+        points = []
+        for clients in writers:
+            # The floors are the same in every kind's figure; any kind measured has them.
+            candidates = [
+                by_key.get(f"{p}_c{clients}") for p in (prefix, "w8_durable", "w8_retained")
+            ]
+            fig = candidates[0]
+            if which.startswith("floor"):
+                fig = next((c for c in candidates if c is not None and c.floors), None)
+            if fig is None:
+                continue
+            if which == "ours":
+                value = fig.ours
+            elif which == "theirs":
+                value = fig.theirs
+            else:
+                value = fig.floors[0 if which == "floor_notify" else 1] if fig.floors else None
+            if value is not None:
+                points.append((clients, value))
+        if points:
+            series[label] = points
+    return series
+
+
+def _writes_panel(ax: Any, series: dict[str, list[tuple[int, float]]]) -> None:
+    styles = {label: (color, style) for label, _, _, color, style in WRITES_LINES}
+    for label, points in series.items():
+        color, style = styles[label]
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, style, color=color, marker="o", markersize=4, label=label)
+        ax.text(xs[-1], ys[-1], f" {ys[-1]:.2f}", fontsize=6, va="center", color=color)
+    ticks = sorted({x for points in series.values() for x, _ in points})
+    # Issue 15's targets, where measured: broadcast, then durable and retained.
+    for clients, broadcast, durable in ((1, 0.85, 0.80), (32, 0.60, 0.65)):
+        if clients in ticks:
+            ax.plot([clients], [broadcast], marker="_", markersize=16, color="#e53e3e")
+            ax.plot([clients], [durable], marker="_", markersize=16, color="#dd6b20")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks], fontsize=8)
+    ax.set_xlabel(
+        "concurrent writers (pgbench clients), one single-row INSERT per transaction", fontsize=8
+    )
+    highest = max(y for points in series.values() for _, y in points)
+    ax.set_ylim(0, max(1.1, highest * 1.05))
+    ax.set_title(
+        "8 Writes that scale: tx/s with the trigger / tx/s with none (higher is better; "
+        "red and orange ticks: targets for broadcast and for durable/retained)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)

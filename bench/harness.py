@@ -264,8 +264,16 @@ ALL_TABLES = (
     "benchapp_broadcastrow",
     "benchapp_durablerow",
     "benchapp_plainrow",
+    "benchapp_timedplainrow",
+    "benchapp_timedbroadcastrow",
+    "benchapp_timeddurablerow",
+    "benchapp_timedretainedrow",
     "pgpubsub_notification",
     "pgpubsub_payload",
+    # pgpubsub's version 2 event tables (django-pgpubsub 1.3.1 has none).
+    "pgpubsub_broadcast",
+    "pgpubsub_event",
+    "pgpubsub_event_trimmed",
 )
 
 

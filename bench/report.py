@@ -1,4 +1,4 @@
-"""Summaries of the rounds: the figures, their ratios and the targets of issue 6."""
+"""Summaries of the rounds: the figures, their ratios and the targets of issues 6 and 15."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class Figure:
     bare: float | None = None
     #: The listener-alone rate (workloads 1 and 3), drawn beside the bars.
     ceiling: float | None = None
+    #: Workload 8: the two floors' ratios at the same writers (pg_notify only, log only).
+    floors: tuple[float | None, float | None] | None = None
     #: How ``ratio`` is read, e.g. "ours/1.3.1".
     ratio_label: str = ""
     ratio: float | None = None
@@ -75,7 +77,10 @@ def correctness(runs: list[dict[str, Any]]) -> str:
 
 def all_ok(runs: list[dict[str, Any]]) -> bool:
     return all(
-        run.get("lost", 0) == 0 and run.get("duplicated", 0) == 0 and run.get("unexpected", 0) == 0
+        run.get("lost", 0) == 0
+        and run.get("duplicated", 0) == 0
+        and run.get("unexpected", 0) == 0
+        and run.get("behind", 0) == 0
         for run in runs
     )
 
@@ -195,7 +200,7 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figur
         )
     )
 
-    for mode in ("broadcast", "durable"):
+    for mode in ("broadcast", "durable", "retained"):
         key = f"w4_latency_{mode}"
         ours, theirs = runs(key, OURS), runs(key, THEIRS)
         for field, bound in (("p50_ms", 2.0), ("p99_ms", 10.0)):
@@ -295,7 +300,181 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figur
             met=_below(median(big, "rss_growth_mb"), 20.0),
         )
     )
+    figures += writes_figures(results)
     return figures
+
+
+#: Issue 15's targets for workload 8: (kind, writers) -> the least tps / no-trigger tps.
+W8_TARGETS = {
+    ("broadcast", 1): 0.85,
+    ("durable", 1): 0.80,
+    ("retained", 1): 0.80,
+    ("broadcast", 32): 0.60,
+    ("durable", 32): 0.65,
+    ("retained", 32): 0.65,
+}
+W8_KINDS = ("broadcast", "durable", "retained")
+#: Where the latency and catch-up rows are taken, if measured (else the most writers).
+W8_LATENCY_WRITERS = 32
+
+
+def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figure]:
+    """Workload 8: tps with each trigger over tps with none, per writers, paired by round."""
+
+    def runs(variant: str, impl: str, clients: int) -> list[dict[str, Any]]:
+        every = results.get(f"w8_{variant}", {}).get(impl, [])
+        return [run for run in every if run.get("clients") == clients]
+
+    reference_runs = results.get("w8_reference", {}).get(OURS, [])
+    writers = sorted({run["clients"] for run in reference_runs})
+    if not writers:
+        return []
+    # The reference runs before and after the other variants of each
+    # (round, writers): each variant is compared with the mean of the two.
+    reference_tps: dict[tuple[int, int], list[float]] = {}
+    for run in reference_runs:
+        reference_tps.setdefault((run["round"], run["clients"]), []).append(run["tps"])
+
+    def ratios(variant: str, impl: str, clients: int) -> list[float]:
+        out = []
+        for run in runs(variant, impl, clients):
+            reference = reference_tps.get((run["round"], clients))
+            if reference and run.get("tps") is not None:
+                out.append(run["tps"] / statistics.mean(reference))
+        return out
+
+    def med(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    figures: list[Figure] = []
+    for clients in writers:
+        plural = "writer" if clients == 1 else "writers"
+        pairs = [tps for (_, n), tps in sorted(reference_tps.items()) if n == clients]
+        figures.append(
+            Figure(
+                key=f"w8_reference_c{clients}",
+                workload="8",
+                label=f"{clients} {plural}: no trigger (the reference)",
+                unit="tx/s",
+                ours=med([statistics.mean(tps) for tps in pairs]),
+                note=_reference_note(pairs),
+            )
+        )
+        floors = (
+            med(ratios("floor_notify", OURS, clients)),
+            med(ratios("floor_log", OURS, clients)),
+        )
+        for kind in W8_KINDS:
+            ours_runs, theirs_runs = runs(kind, OURS, clients), runs(kind, THEIRS, clients)
+            ours_ratios, theirs_ratios = ratios(kind, OURS, clients), ratios(kind, THEIRS, clients)
+            o, t = med(ours_ratios), med(theirs_ratios)
+            bound = W8_TARGETS.get((kind, clients))
+            met = None if bound is None or o is None else o >= bound and all_ok(ours_runs)
+            fig = Figure(
+                key=f"w8_{kind}_c{clients}",
+                workload="8",
+                label=f"{clients} {plural}: {kind} trigger, tx/s / no trigger",
+                unit="x",
+                ours=o,
+                theirs=t,
+                floors=floors if o is not None or t is not None else None,
+                ratio_label="ours/1.3.1",
+                ratio=_div(o, t),
+                target=f">= {bound:g}x" if bound is not None else "",
+                met=met,
+                correctness={OURS: correctness(ours_runs), THEIRS: correctness(theirs_runs)},
+            )
+            parts = []
+            if len(ours_ratios) > 1:
+                parts.append(f"ours per round {spread(ours_ratios)}")
+            if len(theirs_ratios) > 1:
+                parts.append(f"1.3.1 per round {spread(theirs_ratios)}")
+            behind = [run["behind"] for run in theirs_runs if run.get("behind")]
+            if behind:
+                parts.append(
+                    f"1.3.1 had not caught up by the deadline in {len(behind)} round(s): "
+                    f"{max(behind):,} events behind at most"
+                )
+            fig.note = "; ".join(parts)
+            figures.append(fig)
+
+    at = W8_LATENCY_WRITERS if W8_LATENCY_WRITERS in writers else writers[-1]
+    for kind in W8_KINDS:
+        ours_runs, theirs_runs = runs(kind, OURS, at), runs(kind, THEIRS, at)
+        o, t = median(ours_runs, "p99_ms"), median(theirs_runs, "p99_ms")
+        figures.append(
+            Figure(
+                key=f"w8_{kind}_p99",
+                workload="8",
+                label=f"{at} writers: {kind}, p99 insert-to-listener",
+                unit="ms",
+                ours=o,
+                theirs=t,
+                ratio_label="1.3.1/ours",
+                ratio=_div(t, o),
+            )
+        )
+        figures.append(
+            Figure(
+                key=f"w8_{kind}_catch_up",
+                workload="8",
+                label=f"{at} writers: {kind}, worker catch-up",
+                unit="s",
+                ours=_all_or_none(ours_runs, "catch_up_s"),
+                theirs=_all_or_none(theirs_runs, "catch_up_s"),
+                note=_catch_up_note(kind, writers, runs),
+            )
+        )
+    return figures
+
+
+def _all_or_none(runs: list[dict[str, Any]], field: str) -> float | None:
+    """The median of ``field``, or None unless every run has it (a run that never caught up)."""
+    if not runs or any(run.get(field) is None for run in runs):
+        return None
+    return median(runs, field)
+
+
+def _catch_up_note(kind: str, writers: list[int], runs: Callable[..., list[dict[str, Any]]]) -> str:
+    """Catch-up seconds and the worker's CPU during the burst at every number of writers.
+
+    Catch-up is "late" where a round did not catch up by the deadline; the
+    CPU (share of one core) is what the busy worker took from the writers.
+    """
+    catch_up, cpu = [], []
+    for impl, name in ((OURS, "ours"), (THEIRS, "1.3.1")):
+        seconds, percent = [], []
+        for clients in writers:
+            measured = runs(kind, impl, clients)
+            value = _all_or_none(measured, "catch_up_s")
+            seconds.append("-" if not measured else "late" if value is None else f"{value:.1f}")
+            share = median(measured, "worker_cpu_pct")
+            percent.append("-" if share is None else f"{share:.0f}")
+        if any(cell != "-" for cell in seconds):
+            catch_up.append(f"{name} {'/'.join(seconds)}")
+            cpu.append(f"{name} {'/'.join(percent)}")
+    if not catch_up:
+        return ""
+    counts = "/".join(str(clients) for clients in writers)
+    return (
+        f"at {counts} writers, catch-up (s): {', '.join(catch_up)}; "
+        f"worker CPU during the burst (% of a core): {', '.join(cpu)}"
+    )
+
+
+def _reference_note(pairs: list[list[float]]) -> str:
+    """How far the reference moved: between rounds, and within a round (first vs last run)."""
+    means = [statistics.mean(tps) for tps in pairs]
+    parts = []
+    if len(means) > 1:
+        parts.append(f"per round {min(means):,.0f}-{max(means):,.0f} tx/s")
+    drift = [abs(tps[0] - tps[-1]) / statistics.mean(tps) for tps in pairs if len(tps) > 1]
+    if drift:
+        parts.append(
+            f"first and last run of a round differ by {100 * statistics.median(drift):.0f}% "
+            f"(median), {100 * max(drift):.0f}% at most"
+        )
+    return "; ".join(parts)
 
 
 def _below(value: float | None, bound: float) -> bool | None:
@@ -305,7 +484,7 @@ def _below(value: float | None, bound: float) -> bool | None:
 def fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
-    if unit == "events/s":
+    if unit in ("events/s", "tx/s"):
         return f"{value:,.0f}"
     if unit in ("x", "ratio"):
         return f"{value:.2f}x"
@@ -324,6 +503,8 @@ def rows(figures: list[Figure], with_theirs: bool) -> list[list[str]]:
     """The table as strings: what the console table and the docs show."""
     out = []
     for fig in figures:
+        if not measured(fig):
+            continue
         theirs = fmt(fig.theirs, fig.unit)
         if fig.key == "w3_notify_durable" and fig.note.startswith("1.3.1 fails"):
             theirs = "fails"
@@ -337,6 +518,7 @@ def rows(figures: list[Figure], with_theirs: bool) -> list[list[str]]:
             row.append(theirs)
         row += [
             fmt(fig.bare, fig.unit) if fig.bare is not None else "",
+            f"{fmt(fig.floors[0], 'x')}/{fmt(fig.floors[1], 'x')}" if fig.floors else "",
             f"{fmt(fig.ratio, 'x')} {fig.ratio_label}" if fig.ratio is not None else "",
             fig.target,
             verdict(fig),
@@ -350,7 +532,13 @@ def headers(with_theirs: bool) -> list[str]:
     cols = ["#", "figure", "unit", "ours"]
     if with_theirs:
         cols.append("1.3.1")
-    return [*cols, "bare loop", "ratio", "target", "", "lost/dup"]
+    return [*cols, "bare loop", "floors notify/log", "ratio", "target", "", "lost/dup"]
+
+
+def measured(fig: Figure) -> bool:
+    """Whether the run measured anything for ``fig`` (a workload left out by --only did not)."""
+    values = (fig.ours, fig.theirs, fig.bare)
+    return any(v is not None for v in values) or any(fig.correctness.values())
 
 
 def as_dicts(figures: list[Figure]) -> list[dict[str, Any]]:

@@ -17,15 +17,21 @@ Options (environment variables in brackets):
 ``--theirs``
     include django-pgpubsub 1.3.1 in a smoke run.
 ``--only W,...``
-    run only some workloads: w1 w2 w3 w4 w5 w6 w7.
+    run only some workloads: w1 w2 w3 w4 w5 w6 w7 w8.
+``--w8-seconds N`` [``BENCH_W8_SECONDS``]
+    seconds of pgbench per measurement of workload 8 (default 5; smoke 1).
+``--w8-writers N,...`` [``BENCH_W8_WRITERS``]
+    pgbench clients of workload 8 (default 1,8,32,64; smoke 1,8).
 ``--publish``
     after the run, copy the chart to ``docs/_static/bench.png`` and the table
     into ``docs/benchmarks.rst``.
 
 Results go to ``bench/results/latest.json`` and ``latest.png`` (``smoke.*``
 in smoke mode). The exit status is 1 when our implementation lost or
-duplicated an event, or the harness failed; a missed speed target is
-reported, not an error.
+duplicated an event (or, in workload 8, had not handled them all when the
+worker's deadline ran out), or the harness failed; a missed speed target is
+reported, not an error. A channel kind that the installed pgpubsub cannot
+declare (the retained kind before issue 14) is skipped, and the run says so.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import chart
 import psycopg
 import report
 import workloads as wl
+import writes
 from harness import (
     ALL_TABLES,
     BENCH_DIR,
@@ -68,6 +75,7 @@ BEGIN_MARK = ".. BEGIN FIGURES (written by bench/run.py --publish; do not edit b
 END_MARK = ".. END FIGURES"
 
 Step = tuple[str, str, str, Callable[[Any], dict[str, Any]]]
+WORKLOADS = {"w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -77,6 +85,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-theirs", action="store_true", default=_env_flag("BENCH_NO_THEIRS"))
     parser.add_argument("--theirs", action="store_true", help="include 1.3.1 in a smoke run too")
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""))
+    parser.add_argument(
+        "--w8-seconds", type=int, default=int(os.environ.get("BENCH_W8_SECONDS", "0"))
+    )
+    parser.add_argument("--w8-writers", default=os.environ.get("BENCH_W8_WRITERS", ""))
     parser.add_argument("--publish", action="store_true")
     parser.add_argument(
         "--publish-only",
@@ -90,8 +102,19 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def plan(cfg: wl.Config, impls: list[Impl], only: set[str]) -> list[tuple[int, Step]]:
-    """Every measurement of the run, round by round, alternating the implementations."""
+def plan(
+    cfg: wl.Config,
+    impls: list[Impl],
+    only: set[str],
+    unsupported: dict[str, str],
+    w8: writes.Settings | None,
+) -> list[tuple[int, Step]]:
+    """Every measurement of the run, round by round, alternating the implementations.
+
+    ``unsupported`` (bench channel class -> why) drops the measurements of
+    channels that our installed pgpubsub cannot declare; ``w8`` is None when
+    workload 8 is not run.
+    """
     ours = impls[0]
     steps: list[tuple[int, Step]] = []
     for rnd in range(cfg.rounds):
@@ -102,9 +125,10 @@ def plan(cfg: wl.Config, impls: list[Impl], only: set[str]) -> list[tuple[int, S
             label: str,
             fn: Callable[..., dict[str, Any]],
             rnd: int = rnd,
+            for_impls: list[Impl] = impls,
         ) -> None:
             if not only or workload in only:
-                for impl in impls:
+                for impl in for_impls:
                     steps.append((rnd, (name, impl.key, label, _bind(fn, impl))))
 
         add("w1", "w1_broadcast_trigger", "1 broadcast trigger", _trigger(cfg, "broadcast", 1))
@@ -119,11 +143,54 @@ def plan(cfg: wl.Config, impls: list[Impl], only: set[str]) -> list[tuple[int, S
         add("w3", "w3_notify_durable", "3 notify() durable", _notify(cfg, "durable"))
         add("w4", "w4_latency_broadcast", "4 latency broadcast", _latency(cfg, "broadcast"))
         add("w4", "w4_latency_durable", "4 latency durable", _latency(cfg, "durable"))
+        if wl.ROW_CHANNEL_CLASSES["retained"] not in unsupported:
+            # django-pgpubsub 1.3.1 has no retention: ours only.
+            latency = _latency(cfg, "retained")
+            add("w4", "w4_latency_retained", "4 latency retained", latency, for_impls=[ours])
         add("w5", "w5_write_path", "5 write path", lambda impl: wl.write_path(impl, cfg))
         add("w6", "w6_drain_small", f"6 drain {cfg.backlog_small:,}", _drain(cfg, "small"))
         if rnd < cfg.backlog_big_rounds:
             add("w6", "w6_drain_big", f"6/7 drain {cfg.backlog_big:,}", _drain(cfg, "big"))
         add("w7", "w7_idle", "7 idle CPU", lambda impl: wl.idle_cpu(impl, cfg))
+        if w8 is not None:
+            steps.extend((rnd, step) for step in _writes(cfg, impls, unsupported, w8, rnd))
+    return steps
+
+
+def _writes(
+    cfg: wl.Config,
+    impls: list[Impl],
+    unsupported: dict[str, str],
+    settings: writes.Settings,
+    rnd: int,
+) -> list[Step]:
+    """Workload 8 of round ``rnd``: every variant at each number of writers.
+
+    At each number of writers the reference (no trigger) runs first and
+    last, and the variants between them; every other round runs the variants
+    in reverse order, so that no variant always runs right after the
+    reference or the other library's twin.
+    """
+    by_key = {impl.key: impl for impl in impls}
+    middle = writes.variants(unsupported, with_theirs="theirs" in by_key)
+    if rnd % 2:
+        middle.reverse()
+    group = [writes.REFERENCE, *middle, writes.REFERENCE]
+    steps: list[Step] = []
+    for clients in cfg.w8_writers:
+        for position, variant in enumerate(group):
+
+            def measure(
+                tick: Any,
+                variant: writes.Variant = variant,
+                clients: int = clients,
+                position: int = position,
+            ) -> dict[str, Any]:
+                result = writes.measure(by_key[variant.impl], variant, clients, settings, tick)
+                return {**result, "position": position}
+
+            label = f"8 {variant.label}, {clients} writer{'s' if clients > 1 else ''}"
+            steps.append((f"w8_{variant.key}", variant.impl, label, measure))
     return steps
 
 
@@ -214,12 +281,25 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     # Wide enough for the table when the output is a file or a CI log.
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = Console(width=None if sys.stdout.isatty() else 180)
     cfg = wl.Config.smoke() if args.smoke else wl.Config()
     if args.rounds:
         cfg.rounds = args.rounds
+    if args.w8_seconds:
+        cfg.w8_seconds = args.w8_seconds
+    if args.w8_writers:
+        cfg.w8_writers = _writer_counts(args.w8_writers)
     with_theirs = not (args.smoke or args.no_theirs) or args.theirs
     only = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = only - WORKLOADS
+    if unknown:
+        raise BenchError(
+            f"--only {args.only!r}: no workload {', '.join(sorted(unknown))}; "
+            f"the workloads are {', '.join(sorted(WORKLOADS))}"
+        )
+    run_w8 = not only or "w8" in only
+    # Before anything is prepared: a missing pgbench should not cost a run's set-up.
+    pgbench = writes.find_pgbench() if run_w8 else None
     prefix = "bench_smoke" if args.smoke else "bench"
 
     server = server_url()
@@ -232,8 +312,23 @@ def main(argv: list[str]) -> int:
         console.print(f"preparing {impl.label}: database {prefix}_{impl.key}, migrations")
         impl.db_url = recreate_database(server, f"{prefix}_{impl.key}")
         prepare_project(impl)
+    unsupported: dict[str, str] = impls[0].tool("unsupported")
+    for channel, why in unsupported.items():
+        console.print(f"skipped: {channel} and its measurements ({why})")
+    w8: writes.Settings | None = None
+    if pgbench is not None:
+        console.print(f"workload 8: {writes.pgbench_version(pgbench)} ({pgbench})")
+        writes.create_floors(impls[0])
+        w8 = writes.Settings(
+            pgbench=pgbench,
+            seconds=cfg.w8_seconds,
+            threads=cfg.w8_threads,
+            stall=cfg.stall,
+            drain_deadline=cfg.w8_drain_deadline,
+            warm_up_deadline=cfg.warm_up_deadline,
+        )
 
-    steps = plan(cfg, impls, only)
+    steps = plan(cfg, impls, only, unsupported, w8)
     by_key = {impl.key: impl for impl in impls}
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     failures: list[str] = []
@@ -283,10 +378,17 @@ def main(argv: list[str]) -> int:
                 results.setdefault(name, {}).setdefault(key, []).append(result)
                 if name == "w3_notify_durable" and key == "theirs" and result.get("handled") == 0:
                     theirs_notify_durable_failed = True
-                if key == "ours" and (result.get("lost") or result.get("duplicated")):
+                if key == "ours" and (
+                    result.get("lost") or result.get("duplicated") or result.get("behind")
+                ):
                     failures.append(
                         f"{title}: ours lost {result['lost']} and duplicated "
                         f"{result['duplicated']} events"
+                        + (
+                            f", and had not handled {result['behind']} when its deadline ran out"
+                            if result.get("behind")
+                            else ""
+                        )
                     )
                 progress.advance(task)
             progress.update(task, description="done")
@@ -310,6 +412,8 @@ def main(argv: list[str]) -> int:
         "smoke": args.smoke,
         "config": cfg.__dict__,
         "versions": {impl.key: versions(impl) for impl in impls},
+        "pgbench": writes.pgbench_version(pgbench) if pgbench else None,
+        "skipped": {channel: why for channel, why in unsupported.items()},
         "duration_s": round(time.time() - started),
     }
     table = Table(title=f"pgpubsub vs django-pgpubsub 1.3.1 ({meta['date']}, {meta['server']})")
@@ -323,9 +427,8 @@ def main(argv: list[str]) -> int:
         "lost/dup: events lost / processed twice, summed over the rounds. Ratios are of "
         f"medians over {cfg.rounds} round(s) of this one run."
     )
-    for fig in figures:
-        if fig.note:
-            console.print(f"  {fig.workload} {fig.label}: {fig.note}")
+    for note in notes(figures, meta):
+        console.print(f"  {note}")
 
     stem = "smoke" if args.smoke else "latest"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -348,8 +451,27 @@ def main(argv: list[str]) -> int:
     return 1 if failures else 0
 
 
+def notes(figures: list[report.Figure], meta: dict[str, Any]) -> list[str]:
+    """The lines under the table: each figure's note, then what was skipped and why."""
+    out = [f"{fig.workload} {fig.label}: {fig.note}" for fig in figures if fig.note]
+    out += [f"skipped: {channel} ({why})" for channel, why in meta.get("skipped", {}).items()]
+    return out
+
+
+def _writer_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise BenchError(
+            f"--w8-writers {text!r}: give pgbench client counts separated by commas, e.g. 1,8,32,64"
+        )
+    return counts
+
+
 def _brief(result: dict[str, Any]) -> str:
-    shown = {k: v for k, v in result.items() if k not in ("round", "commits")}
+    shown = {k: v for k, v in result.items() if k not in ("round", "commits", "t_start", "t_end")}
     return ", ".join(
         f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
         for key, value in shown.items()
@@ -383,9 +505,9 @@ def publish(png: Path, figures: list[report.Figure], meta: dict[str, Any], their
         cells = [("n/a" if cell == "-" else cell.replace("*", r"\*")) or " " for cell in row]
         lines.append(f"   * - {cells[0]}")
         lines.extend(f"     - {cell}" for cell in cells[1:])
-    notes = [f"{fig.workload} {fig.label}: {fig.note}" for fig in figures if fig.note]
-    if notes:
-        lines += ["", *[f"- {note}" for note in notes]]
+    published = notes(figures, meta)
+    if published:
+        lines += ["", *[f"- {note}" for note in published]]
     lines += ["", END_MARK]
     page = DOCS / "benchmarks.rst"
     text = page.read_text()

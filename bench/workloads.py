@@ -33,12 +33,20 @@ ROW_CHANNELS = {
         "benchapp_broadcastrow",
     ),
     "durable": ("benchapp.channels.DurableRowChannel", "durable_row", "benchapp_durablerow"),
+    # Only when the installed library can declare it (see benchapp/channels.py).
+    "retained": (
+        "benchapp.channels.RetainedRowChannel",
+        "retained_row",
+        "benchapp_timedretainedrow",
+    ),
 }
+#: The bench channel class each ROW_CHANNELS mode needs.
+ROW_CHANNEL_CLASSES = {mode: path.rsplit(".", 1)[1] for mode, (path, *_) in ROW_CHANNELS.items()}
 MESSAGE_CHANNELS = {
     "broadcast": ("benchapp.channels.BroadcastMessage", "broadcast_msg"),
     "durable": ("benchapp.channels.DurableMessage", "durable_msg"),
 }
-ALL_CHANNELS = [path for path, *_ in ROW_CHANNELS.values()] + [
+ALL_CHANNELS = [ROW_CHANNELS[mode][0] for mode in ("broadcast", "durable")] + [
     path for path, _ in MESSAGE_CHANNELS.values()
 ]
 
@@ -64,6 +72,13 @@ class Config:
     stall: float = 20.0
     deadline: float = 600.0
     warm_up_deadline: float = 30.0
+    #: Workload 8: pgbench clients (writers) per measurement, seconds each
+    #: (whole seconds: pgbench's --time), pgbench threads.
+    w8_writers: tuple[int, ...] = (1, 8, 32, 64)
+    w8_seconds: int = 5
+    w8_threads: int = 2
+    #: How long the worker may take to catch up after a burst.
+    w8_drain_deadline: float = 60.0
 
     @classmethod
     def smoke(cls) -> Config:
@@ -79,6 +94,9 @@ class Config:
             idle_seconds=2.0,
             stall=15.0,
             deadline=120.0,
+            w8_writers=(1, 8),
+            w8_seconds=1,
+            w8_drain_deadline=30.0,
         )
 
 
@@ -315,6 +333,7 @@ def idle_cpu(impl: Impl, cfg: Config) -> dict[str, Any]:
 
 __all__ = [
     "ALL_CHANNELS",
+    "ROW_CHANNEL_CLASSES",
     "Config",
     "bare_loop",
     "drain",

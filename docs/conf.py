@@ -79,6 +79,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(enum|pathlib|logging|threading|concurrent\.futures|contextvars)\..*"),
     # Django's models module, as pgpubsub's modules import it (``from django.db import models``).
     (r"py:class", r"models\.\w+"),
+    # The hub and the standard library's deque appear in signatures only.
+    (r"py:class", r"(pgpubsub\.hub\.)?Hub|collections\.deque"),
     # TypeVars (conventionally single capital letters) have no page of their own.
     (r"py:class", r"pgpubsub(\.\w+)*\.[A-Z]"),
 ]

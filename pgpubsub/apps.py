@@ -19,7 +19,8 @@ class PgpubsubConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, migration_order
-        from .channel import all_channel_classes
+        from .channel import TriggerChannel, all_channel_classes
+        from .listeners import install_retained_triggers
 
         checks.register()
         migration_order.install_autodetector()
@@ -37,3 +38,5 @@ class PgpubsubConfig(AppConfig):
                     importlib.import_module(dotted)
         for channel in all_channel_classes():
             channel.validate()
+            if issubclass(channel, TriggerChannel) and channel.retained():
+                install_retained_triggers(channel)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,9 @@ from .delivery import (
     report_received,
     report_skipped,
 )
+from .eventlog import LogRow
 from .exceptions import PayloadError
-from .wire import Event, Message, message_decoder, preview
+from .wire import Event, Message, event_decoder, message_decoder, preview
 
 logger = logging.getLogger("pgpubsub")
 
@@ -72,27 +74,45 @@ class BroadcastDelivery(Delivery):
                 if calls:
                     context = event.context if event.context is not None else message.context
                     batch.append(_Item(channel, calls, event, context, message.ts, payload))
+        self._run_batch(batch)
+        if spilled:
+            self._delete_expired_payloads()
+
+    def deliver_rows(self, rows: list[tuple[type[BaseChannel], LogRow]]) -> None:
+        """Deliver events read from an event table (one event per row), in one transaction."""
+        batch: list[_Item] = []
+        received: Counter[type[BaseChannel]] = Counter()
+        for channel, row in rows:
+            try:
+                event = event_decoder.decode(row.payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                report_skipped(
+                    channel,
+                    "pgpubsub: skipped a malformed event on %s (%s): %s",
+                    channel.name(),
+                    exc,
+                    preview(row.payload),
+                )
+                continue
+            received[channel] += 1
+            calls = self.calls(channel, event.trigger)
+            if calls:
+                batch.append(
+                    _Item(channel, calls, event, event.context, row.created_at, row.payload)
+                )
+        for channel, count in received.items():
+            report_received(channel, count)
+        self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        """Run a batch's listeners in one transaction: optimistically, else guarded."""
         if batch:
             with self.connector.transaction():
                 if not (self.optimistic and self._optimistic(batch)):
                     self._guarded(batch)
-        if spilled:
-            self._delete_expired_payloads()
 
     def _decode(self, channel: type[BaseChannel], payload: str) -> Message | None:
         """The message of a NOTIFY payload, its stored text fetched when it was too large."""
-        if not payload:
-            # A durable channel's wake-up: the code says broadcast, the
-            # database's trigger (or another process's code) says durable.
-            report_skipped(
-                channel,
-                "pgpubsub: an empty wake-up NOTIFY arrived on %s, a broadcast channel: its "
-                "events are stored in the outbox by a trigger compiled while it had "
-                "lock_notifications = True; run `python manage.py makemigrations`, then "
-                "`python manage.py migrate`",
-                channel.name(),
-            )
-            return None
         try:
             message = message_decoder.decode(payload)
             if message.ref is not None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from asgiref.sync import async_to_sync
+
 from .channel import BaseChannel, Channel, TriggerChannel
 from .exceptions import PayloadError
 from .registry import Listener, listeners_for
@@ -62,11 +64,22 @@ def listener_calls(
 def call_listener(
     call: ListenerCall, kwargs: dict[str, Any], context: dict[str, Any] | None
 ) -> None:
-    """Call a listener with an event's ``kwargs`` (and ``context`` when it takes it)."""
+    """Call a listener with an event's ``kwargs`` (and ``context`` when it takes it).
+
+    An ``async def`` listener is awaited, in an event loop of its own, from
+    the calling thread: asgiref runs the synchronous code it awaits
+    (``sync_to_async``, and so the async ORM) back in this thread, on this
+    thread's Django connection, inside the batch's transaction. So an async
+    listener's database writes commit, or roll back, with the batch's, like
+    a plain listener's: exactly once for durable channels.
+    """
+    callback = call.listener.callback
+    if call.listener.is_async:
+        callback = async_to_sync(callback)
     if call.with_context:
-        call.listener.callback(**kwargs, context=context or {})
+        callback(**kwargs, context=context or {})
     else:
-        call.listener.callback(**kwargs)
+        callback(**kwargs)
 
 
 def listener_kwargs(channel: type[BaseChannel], event: Event, using: str) -> dict[str, Any]:

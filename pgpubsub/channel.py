@@ -21,6 +21,7 @@ importable from here too, as they were from django-pgpubsub 1.3.1's
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import hashlib
 import importlib
@@ -41,6 +42,7 @@ from .context import set_notification_context
 from .exceptions import ChannelDefinitionError, ChannelNotFound, PayloadError
 from .registry import channel_for_db_name, register_listener, registry
 from .rows import RowDecoder
+from .wakeups import wake_key
 from .wire import Event, decode_stored_event
 
 __all__ = [
@@ -93,9 +95,12 @@ class BaseChannel:
     #: Attempts before a failing durable notification is dead-lettered;
     #: ``None`` uses ``PGPUBSUB_MAX_ATTEMPTS``.
     max_attempts: ClassVar[int | None] = None
+    #: How long the channel's events stay in the event log, where
+    #: :func:`pgpubsub.subscribe` can resume from them (``None``: not kept).
+    retention: ClassVar[datetime.timedelta | None] = None
 
     #: Class settings that a subclass must assign, not annotate.
-    _settings: ClassVar[tuple[str, ...]] = ("lock_notifications", "max_attempts")
+    _settings: ClassVar[tuple[str, ...]] = ("lock_notifications", "max_attempts", "retention")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Runs when the class statement ends, before @dataclass turns its
@@ -159,6 +164,30 @@ class BaseChannel:
             raise ChannelDefinitionError(
                 cls.name(), f"max_attempts must be an integer >= 1, got {cls.max_attempts!r}"
             )
+        retention = cls.retention
+        if retention is not None and (
+            not isinstance(retention, datetime.timedelta) or retention <= datetime.timedelta(0)
+        ):
+            raise ChannelDefinitionError(
+                cls.name(),
+                "retention must be a positive datetime.timedelta (e.g. "
+                f"`retention = timedelta(hours=24)`) or None, got {retention!r}",
+            )
+
+    @classmethod
+    def retained(cls) -> bool:
+        """Whether the channel's events are kept in the event log (``retention`` is set)."""
+        return cls.retention is not None
+
+    @classmethod
+    def wake_key(cls) -> int:
+        """The channel's lock key in the wake-up protocol (see :mod:`pgpubsub.wakeups`)."""
+        return wake_key(cls.listen_safe_name())
+
+    @classmethod
+    def publish_flags(cls) -> int:
+        """Where the channel's events are written: 1 outbox (durable), 2 event log (retained)."""
+        return (1 if cls.lock_notifications else 0) | (2 if cls.retention is not None else 0)
 
     @classmethod
     def effective_max_attempts(cls) -> int:

@@ -103,7 +103,10 @@ def migration_dependencies_check(
     found: list[checks.CheckMessage] = []
     for missing in migration_order.missing_dependencies():
         app_label, name = missing.migration
-        versions = ", ".join(str(version) for version in sorted(missing.versions))
+        numbers = sorted(missing.versions)
+        versions = ("versions " if len(numbers) > 1 else "version ") + ", ".join(
+            str(version) for version in numbers
+        )
         where = missing.path or f"the migration {app_label}.{name}"
         ordered = (
             f"pgpubsub runs it after {missing.required[0]}.{missing.required[1]} all the "
@@ -115,7 +118,7 @@ def migration_dependencies_check(
         found.append(
             checks.Warning(
                 f"migration {app_label}.{name} installs triggers that use pgpubsub's SQL "
-                f"(version {versions}), which the migration {missing.required[0]}."
+                f"({versions}), which the migration {missing.required[0]}."
                 f"{missing.required[1]} installs, but it does not depend on that migration",
                 hint=(
                     f"{ordered} this line to the dependencies of {where}:\n"

@@ -138,6 +138,16 @@ def payload_retention() -> float:
     return _positive_number("PGPUBSUB_PAYLOAD_RETENTION", 3600.0)
 
 
+def broadcast_retention() -> float:
+    """``PGPUBSUB_BROADCAST_RETENTION`` (default ``300.0`` seconds).
+
+    How long an event of a broadcast channel (one without ``retention``)
+    stays in the broadcast table. Workers and subscription hubs read it
+    within moments; one that falls further behind than this misses it.
+    """
+    return _positive_number("PGPUBSUB_BROADCAST_RETENTION", 300.0)
+
+
 def database_alias() -> str:
     """``PGPUBSUB_DATABASE`` (default ``"default"``): the database the worker serves."""
     value = _get("PGPUBSUB_DATABASE", "default")

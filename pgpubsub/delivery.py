@@ -177,7 +177,10 @@ def split_notifies(
 
     ``channel_of`` maps a database channel name to its channel (``None``:
     not one of ours). On a durable channel the payload is only a wake-up:
-    the outbox table is the truth, so each such channel is listed once.
+    the outbox table is the truth, so each such channel is listed once. On a
+    broadcast channel an empty payload is a wake-up too (the events are in
+    the event tables, :mod:`pgpubsub.eventlog`); a payload is a message sent
+    by the SQL of version 1 or by django-pgpubsub 1.3.1, carrying its events.
     """
     broadcast: list[tuple[type[BaseChannel], str]] = []
     durable: list[type[BaseChannel]] = []
@@ -186,7 +189,8 @@ def split_notifies(
         if channel is None:
             continue
         if not channel.lock_notifications:
-            broadcast.append((channel, notify.payload))
+            if notify.payload:
+                broadcast.append((channel, notify.payload))
         elif channel not in durable:
             durable.append(channel)
     return broadcast, durable

@@ -21,7 +21,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db.models import Q
 from django.utils.module_loading import import_string
@@ -55,6 +55,14 @@ def never() -> bool:
     return False
 
 
+class Drained(NamedTuple):
+    """What a drain did: how many notifications it claimed, and the retries it scheduled."""
+
+    claimed: int
+    #: The monotonic times at which the retries it scheduled fall due.
+    retries: list[float]
+
+
 class DurableDelivery(Delivery):
     """Claims and processes stored notifications on the Django connection ``using``."""
 
@@ -73,11 +81,11 @@ class DurableDelivery(Delivery):
         batch_size: int | None = None,
         stopping: Callable[[], bool] = never,
         retries: bool = True,
-    ) -> list[float]:
+    ) -> Drained:
         """Process the stored notifications of ``channels`` until none are due.
 
-        Returns the monotonic times at which the retries this drain scheduled
-        fall due. ``batch_size`` defaults to ``PGPUBSUB_BATCH_SIZE``;
+        Returns how many notifications it claimed and the monotonic times at
+        which the retries it scheduled fall due. ``batch_size`` defaults to ``PGPUBSUB_BATCH_SIZE``;
         ``stopping`` is asked before each batch.
 
         Claims go forward by id (keyset), so each claim reads only fresh index
@@ -98,12 +106,12 @@ class DurableDelivery(Delivery):
         self._scheduled = scheduled
         # A listener filter is a Q over the ORM, so it always claims guarded.
         if not self.optimistic or self._extra_filter() is not None:
-            self._pass(by_name, size, stopping, self._guarded)
+            claimed = self._pass(by_name, size, stopping, self._guarded)
         else:
-            self._pass(by_name, size, stopping, self._first_attempts)
+            claimed = self._pass(by_name, size, stopping, self._first_attempts)
             if retries:
-                self._pass(by_name, size, stopping, self._retries)
-        return scheduled
+                claimed += self._pass(by_name, size, stopping, self._retries)
+        return Drained(claimed, scheduled)
 
     def _extra_filter(self) -> Q | None:
         path = conf.listener_filter()
@@ -113,16 +121,22 @@ class DurableDelivery(Delivery):
             self._filter_provider = import_string(path)()
         return self._filter_provider.get_filter() or Q()
 
-    def _pass(self, by_name: ByName, size: int, stopping: Callable[[], bool], claim: Claim) -> None:
-        """Claim and process batches with ``claim`` from the lowest id up, until none is left."""
+    def _pass(self, by_name: ByName, size: int, stopping: Callable[[], bool], claim: Claim) -> int:
+        """Claim and process batches with ``claim`` from the lowest id up, until none is left.
+
+        Returns how many notifications it claimed.
+        """
         after = 0
+        claimed = 0
         while not stopping():
             rows = claim(by_name, after, size, self._extra_filter())
+            claimed += len(rows)
             if not rows:
-                return
+                break
             after = rows[-1].id
             if len(rows) < size:
-                return
+                break
+        return claimed
 
     def _first_attempts(
         self, by_name: ByName, after: int, size: int, extra: Q | None

@@ -6,6 +6,8 @@ subclass carries the attributes a caller needs to act on it.
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class PgpubsubError(Exception):
     """Base class of every error raised by pgpubsub."""
@@ -106,3 +108,82 @@ class LateListenerWarning(RuntimeWarning):
     only later (by a view, say) is run by a worker only if something happens
     to import that module in the worker's process too.
     """
+
+
+class InvalidCheckpoint(PgpubsubError, ValueError):
+    """A ``since`` position is not an event id of this database."""
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        super().__init__(f"invalid checkpoint {value!r}: {reason}")
+
+
+class CheckpointExpired(PgpubsubError):
+    """Events after a ``since`` position were already deleted by retention cleanup.
+
+    ``channel`` is the channel's dotted path and ``oldest`` the oldest
+    position from which its events can still be resumed without a gap: the
+    client must refetch its state (from the database) and subscribe again.
+    """
+
+    def __init__(self, channel: str, since: str, oldest: str) -> None:
+        self.channel = channel
+        self.since = since
+        self.oldest = oldest
+        super().__init__(
+            f"checkpoint {since} of {channel} has expired: events after it were deleted "
+            f"by retention cleanup; the oldest position still available is {oldest}. "
+            "Reload the state and subscribe again (without since, or from a new checkpoint)."
+        )
+
+
+class SubscriptionError(PgpubsubError, ValueError):
+    """:func:`pgpubsub.subscribe` was called in a way that cannot work."""
+
+
+class SubscriptionEnded(PgpubsubError):
+    """A subscription ended before its caller did; ``last_id`` is the last event it yielded.
+
+    Subscribe again with ``since=last_id`` (for channels with ``retention``)
+    to continue without a gap.
+    """
+
+    def __init__(self, last_id: str | None, message: str) -> None:
+        self.last_id = last_id
+        super().__init__(message)
+
+
+class SubscriberTooSlow(SubscriptionEnded):
+    """The subscriber did not keep up: more than ``max_queue`` events waited for it."""
+
+    def __init__(self, last_id: str | None, max_queue: int) -> None:
+        self.max_queue = max_queue
+        super().__init__(
+            last_id,
+            f"the subscriber fell more than {max_queue} events behind and was cut off; "
+            f"subscribe again with since={last_id!r} to continue"
+            if last_id
+            else f"the subscriber fell more than {max_queue} events behind and was cut off",
+        )
+
+
+class EventsMayBeMissed(SubscriptionEnded):
+    """The connection to the database was lost; events of channels without retention
+    sent meanwhile may be gone."""
+
+    def __init__(self, last_id: str | None) -> None:
+        super().__init__(
+            last_id,
+            "the subscription lost its database connection; events of channels without "
+            "`retention` may have been missed: reload the state and subscribe again",
+        )
+
+
+class StreamConfigurationError(PgpubsubError, ImproperlyConfigured):
+    """A browser stream or a bridge (``pgpubsub.sse``, ``pgpubsub.contrib``) is
+    configured in a way that cannot work: an unknown field, a channel that
+    cannot be subscribed to, a scope of another model."""
+
+
+class ScopeError(PgpubsubError, ValueError):
+    """A stream's scope cannot be used to judge events (see ``pgpubsub.scope``)."""

@@ -11,20 +11,24 @@ follows the same rules as in ``manage.py listen``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from django.db import connections, transaction
 
-from . import conf, sql
+from . import conf, eventlog, sql
 from .broadcast import BroadcastDelivery
 from .channel import BaseChannel, locate_channel
+from .connection import conninfo_params
+from .connector import SyncConnector, execute
 from .delivery import split_notifies
 from .drift import log_warnings
 from .durable import DurableDelivery
 from .exceptions import ChannelNotFound
 from .registry import channel_for_db_name, registered_channels
+from .wakeups import wake_key
 from .worker import Worker
 
 #: django-pgpubsub 1.3.1's loop flag. Tests patch it to ``False`` so that
@@ -77,11 +81,31 @@ class ListeningConnection:
     Returned by :func:`listen_to_channels`. ``notifies`` is a plain list of
     :class:`psycopg.Notify` (channel, payload, pid) that grows whenever the
     connection runs a statement; tests may empty or replace it.
+
+    Writers NOTIFY only when a reader of the channel may be asleep
+    (:mod:`pgpubsub.wakeups`). So that every write still NOTIFYs this
+    connection, as django-pgpubsub 1.3.1's triggers did, a second session
+    holds the channels' keys as a sleeping reader would, until :meth:`stop`
+    (or until this object is dropped). The NOTIFYs are wake-ups: the events
+    themselves are in the event tables and the outbox, where
+    :func:`process_notifications` reads them.
     """
 
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, connection: psycopg.Connection[Any], channels: list[type[BaseChannel]], using: str
+    ) -> None:
         self.connection = connection
         self.notifies: list[psycopg.Notify] = []
+        self.channels = channels
+        self.durable = [channel for channel in channels if channel.lock_notifications]
+        self.tables = eventlog.tables(c for c in channels if not c.lock_notifications)
+        #: Where :func:`process_notifications` reads on in the event tables.
+        self.position = SyncConnector(using).run(eventlog.checkpoint()).position
+        holder = psycopg.connect(**conninfo_params(using), autocommit=True)
+        with holder.cursor() as cursor:
+            keys = sorted({wake_key(channel.listen_safe_name()) for channel in channels})
+            execute(cursor, eventlog.ask_to_sleep(keys))
+        self._holder = weakref.finalize(self, holder.close)
         connection.add_notify_handler(self._received)
 
     def _received(self, notify: psycopg.Notify) -> None:
@@ -94,6 +118,7 @@ class ListeningConnection:
     def stop(self) -> None:
         """Stop collecting notifications (the connection keeps LISTENing)."""
         self.connection.remove_notify_handler(self._received)
+        self._holder()
 
 
 def listen_to_channels(
@@ -110,7 +135,7 @@ def listen_to_channels(
     ``django_db(transaction=True)`` test, not in a ``TestCase``).
 
     Pass the result to :func:`process_notifications` to run the listeners
-    of what arrived.
+    of what was published since.
     """
     selected = _selected(channels)
     if not selected:
@@ -120,28 +145,39 @@ def listen_to_channels(
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         for channel in selected:
             cursor.execute(sql.listen(channel.listen_safe_name()))
-    return ListeningConnection(connection.connection)
+    return ListeningConnection(connection.connection, selected, alias)
 
 
 def process_notifications(listening: ListeningConnection, *, using: str | None = None) -> None:
-    """Run the listeners of every notification ``listening`` has received, then return.
+    """Run the listeners of everything published on ``listening``'s channels since, then return.
 
-    Broadcast notifications are delivered from their payload; a notification
-    on a durable channel makes its stored notifications be processed, as a
-    worker would (claimed, run, deleted in one transaction; a failure is
-    retried later, up to ``PGPUBSUB_MAX_ATTEMPTS``). Notifications that the
-    listeners send in turn are processed too, until none is left.
-    ``PGPUBSUB_LISTENER_FILTER`` and the other settings are read on each
-    call.
+    Broadcast and retained channels' events are read from the event tables
+    after the position ``listening`` has reached; durable channels' stored
+    notifications are processed as a worker would (claimed, run, deleted in
+    one transaction; a failure is retried later, up to
+    ``PGPUBSUB_MAX_ATTEMPTS``); messages that arrived in NOTIFY payloads
+    (from the SQL of version 1 or django-pgpubsub 1.3.1) are delivered from
+    them. What the listeners publish in turn is processed too, until nothing
+    is left. ``PGPUBSUB_LISTENER_FILTER`` and the other settings are read on
+    each call.
     """
     alias = using or conf.database_alias()
     broadcasts, stored = BroadcastDelivery(alias), DurableDelivery(alias)
-    listening.poll()
-    while listening.notifies:
-        received, listening.notifies = listening.notifies, []
-        broadcast, durable = split_notifies(received, channel_for_db_name)
-        if broadcast:
-            broadcasts.deliver(broadcast)
-        if durable:
-            stored.drain(durable)
+    connector = SyncConnector(alias)
+    by_name = {channel.listen_safe_name(): channel for channel in listening.channels}
+    progressed = True
+    while progressed:
         listening.poll()
+        received, listening.notifies = listening.notifies, []
+        messages, _woken = split_notifies(received, channel_for_db_name)
+        if messages:
+            broadcasts.deliver(messages)
+        progressed = bool(messages)
+        if listening.tables:
+            read = connector.run(eventlog.read(listening.tables, listening.position))
+            listening.position = read.position
+            if read.rows:
+                broadcasts.deliver_rows([(by_name[row.channel], row) for row in read.rows])
+                progressed = True
+        if listening.durable and stored.drain(listening.durable).claimed:
+            progressed = True

@@ -124,6 +124,17 @@ def _channel_trigger(
     return trigger
 
 
+def install_retained_triggers(channel: type[TriggerChannel]) -> None:
+    """Give a retained trigger channel its AFTER INSERT, UPDATE and DELETE triggers.
+
+    A channel with ``retention`` publishes every row change to the event log,
+    for :func:`pgpubsub.subscribe`, whether or not it has listeners; the
+    triggers are the same ones the ``post_*_listener`` decorators install.
+    """
+    for operation in (pgtrigger.Insert, pgtrigger.Update, pgtrigger.Delete):
+        _channel_trigger(channel, pgtrigger.After, operation)
+
+
 def _operation_listener(
     channel: ChannelRef, when: pgtrigger.When, *operations: pgtrigger.Operation
 ) -> Callable[[F], F]:

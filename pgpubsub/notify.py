@@ -55,7 +55,12 @@ def notify(channel: type[Channel] | str, /, **fields: Any) -> str:
     try:
         cursor.execute(
             sql.PUBLISH,
-            [channel_cls.listen_safe_name(), bool(channel_cls.lock_notifications), events.decode()],
+            [
+                channel_cls.listen_safe_name(),
+                channel_cls.wake_key(),
+                channel_cls.publish_flags(),
+                events.decode(),
+            ],
         )
     except BaseException:
         _forget_cursor(connection, cursor)

@@ -41,6 +41,8 @@ class Listener:
     #: The keys by which events name those triggers (see
     #: ``pgpubsub.triggers.trigger_key()``); ``None`` with ``triggers``.
     keys: frozenset[str] | None = None
+    #: Whether the callback is an ``async def`` function (it is awaited).
+    is_async: bool = False
 
     @property
     def name(self) -> str:
@@ -108,6 +110,7 @@ def register_listener(
         wants_context="context" in parameters,
         takes_kwargs=any(p.kind is p.VAR_KEYWORD for p in parameters.values()),
         keys=keys,
+        is_async=inspect.iscoroutinefunction(callback),
     )
     listeners = registry.setdefault(channel, [])
     for index, known in enumerate(listeners):

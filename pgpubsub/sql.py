@@ -25,7 +25,7 @@ from psycopg import sql
 # -- versions of the installed SQL ----------------------------------------------
 
 #: The current version of the SQL installed by pgpubsub's migrations.
-SQL_VERSION = 1
+SQL_VERSION = 2
 
 #: Each version of the SQL pgpubsub installs -> the pgpubsub migration that
 #: installs it. An app migration whose triggers use a version's objects must
@@ -34,6 +34,7 @@ SQL_VERSION = 1
 #: A new version is a new template, a new migration, and one more entry here.
 SQL_MIGRATIONS: dict[int, str] = {
     1: "0007_pgpubsub_v1",
+    2: "0008_pgpubsub_v2",
 }
 
 # A call of one of pgpubsub's versioned functions: pgpubsub_publish_v1(...
@@ -42,6 +43,11 @@ _VERSIONED_CALL = re.compile(r"\bpgpubsub_[a-z]+(?:_[a-z]+)*_v(\d+)\s*\(")
 # the column defaults of pgpubsub_v1.sql. (The triggers of django-pgpubsub
 # 1.3.1 insert with VALUES and need nothing of version 1.)
 _V1_OUTBOX_INSERT = re.compile(r"INSERT INTO pgpubsub_notification \(channel, payload\)\s+SELECT\b")
+# The tables and the wake-up lock of pgpubsub_v2.sql, used directly by the
+# statement triggers of version 2.
+_V2_OBJECTS = re.compile(
+    r"INSERT INTO pgpubsub_(?:event|broadcast) \(|pg_try_advisory_xact_lock_shared\(1885827187\b"
+)
 
 
 def sql_versions_used(text: str) -> set[int]:
@@ -49,6 +55,8 @@ def sql_versions_used(text: str) -> set[int]:
     versions = {int(found) for found in _VERSIONED_CALL.findall(text)}
     if _V1_OUTBOX_INSERT.search(text):
         versions.add(1)
+    if _V2_OBJECTS.search(text):
+        versions.add(2)
     return versions
 
 
@@ -107,7 +115,8 @@ SERVER_VERSION = (
 # -- publishing -------------------------------------------------------------------
 
 # notify(): (channel, durable, events as JSON text).
-PUBLISH = "SELECT pgpubsub_publish_v1(%s, %s, NULL, NULL, %s::json)"
+# notify(): channel name, wake-up key, flags (1 durable, 2 retained), events.
+PUBLISH = "SELECT pgpubsub_publish_v2(%s, %s, %s, %s::json)"
 
 # A NOTIFY with a bound channel name and payload (an empty one is a wake-up).
 NOTIFY = "SELECT pg_notify(%s, %s)"
@@ -261,32 +270,56 @@ def _literal(value: str | bool) -> str:
     return sql.Literal(value).as_string(None)
 
 
-def publish_call(channel_name: str, durable: bool, key: str, events_sql: str) -> str:
-    """A ``PERFORM pgpubsub_publish_v1(...)`` of ``events_sql`` (a JSON array expression)."""
+def publish_call(channel_name: str, key: int, flags: int, events_sql: str) -> str:
+    """A ``PERFORM pgpubsub_publish_v2(...)`` of ``events_sql`` (a JSON array expression).
+
+    ``key`` is the channel's wake-up key, ``flags`` where its events go
+    (1: the outbox, 2: the event log, 0: the broadcast table).
+    """
     return (
-        "PERFORM pgpubsub_publish_v1(\n"
+        "PERFORM pgpubsub_publish_v2(\n"
         f"        {_literal(channel_name)},\n"
-        f"        {_literal(durable)},\n"
-        f"        {_literal(key)},\n"
-        "        TG_OP,\n"
+        f"        {key},\n"
+        f"        {flags},\n"
         f"        {events_sql}\n"
         "    );\n"
     )
 
 
-def row_events(app_label: str, model_name: str, durable: bool) -> str:
-    """The events argument of a row-level trigger's ``pgpubsub_publish_v1()`` call.
+def wake_up(channel_name: str, key: int) -> str:
+    """The end of a statement trigger's inserts: a wake-up, only if a reader may be asleep.
+
+    Without the key in shared mode, a reader holds it and sleeps, so this
+    NOTIFYs; with it, this transaction holds it until its rows are visible,
+    and no reader can go to sleep before then (see :mod:`pgpubsub.wakeups`).
+    """
+    return (
+        f"IF FOUND AND NOT pg_try_advisory_xact_lock_shared({WAKE_LOCK_CLASS}, {key}) THEN\n"
+        f"        PERFORM pg_notify({_literal(channel_name)}, '');\n"
+        "    END IF;\n"
+    )
+
+
+#: The first number of every pgpubsub advisory lock ('pgps'), see pgpubsub.wakeups.
+WAKE_LOCK_CLASS = 1885827187
+
+
+def row_events(app_label: str, model_name: str, key: str, durable: bool) -> str:
+    """The events argument of a row-level trigger's ``pgpubsub_publish_v2()`` call.
 
     A durable event is stored as it is (with the context merged in by the
     function when one is set), so it carries the stored shape described at
-    :func:`stored_head`; a broadcast one carries only the rows.
+    :func:`stored_head`; the others carry the trigger, the operation and
+    the rows.
     """
+    head = f"'trigger', {_literal(key)}, 'op', TG_OP"
+    rows = "'old', to_json(OLD), 'new', to_json(NEW)"
     if not durable:
-        return "json_build_array(json_build_object('old', to_json(OLD), 'new', to_json(NEW)))"
+        return f"json_build_array(json_build_object({head}, {rows}))"
     return (
         "json_build_array(json_build_object("
         f"'app', {_literal(app_label)}, 'model', {_literal(model_name)}, "
-        "'context', '{}'::json, 'old', to_json(OLD), 'new', to_json(NEW)))"
+        f"{head}, 'context', '{{}}'::json, {rows}))"
     )
 
 
@@ -314,17 +347,41 @@ _STATEMENT_ROWS: dict[str, tuple[str | None, str | None]] = {
     "UPDATE": ("o.r", "n.r"),
 }
 
+#: A statement trigger's variable holding the notification context (JSON or NULL).
+STATEMENT_CONTEXT = (
+    "json := NULLIF(current_setting('pgpubsub.notification_context', true), '')::json"
+)
 
-def broadcast_statement_body(channel_name: str, key: str, op: str) -> str:
-    """A broadcast channel's statement trigger: one publish call for the whole statement."""
-    # One NOTIFY per statement, its events built as JSON text (no jsonb
-    # round trip) and handed to the shared function.
+
+def table_insert(table: str, channel_name: str, key: str, op: str) -> str:
+    """One set-based INSERT of a statement's events into the event log or the broadcast table.
+
+    Each event is one ``json_build_object`` (JSON text, never jsonb), with the
+    notification context (the ``pgpubsub_context`` variable,
+    :data:`STATEMENT_CONTEXT`) only when one is set: every per-row
+    operation here costs every writer.
+    """
     old, new = _STATEMENT_ROWS[op]
-    fields = ", ".join(
-        f"'{name}', to_json({row})" for name, row in (("old", old), ("new", new)) if row
+    rows = "".join(
+        f", '{name}', to_json({row})" for name, row in (("old", old), ("new", new)) if row
     )
-    events = f"(SELECT json_agg(json_build_object({fields})) {_STATEMENT_SOURCES[op]})"
-    return publish_call(channel_name, False, key, events) + "    RETURN NULL;"
+    head = f"'trigger', {_literal(key)}, 'op', {_literal(op)}{rows}"
+
+    def insert(extra: str) -> str:
+        return (
+            f"INSERT INTO {table} (channel, payload)\n"
+            f"        SELECT {_literal(channel_name)}, json_build_object({head}{extra})\n"
+            f"        {_STATEMENT_SOURCES[op]};\n"
+        )
+
+    with_context = insert(", 'context', pgpubsub_context")
+    return (
+        "IF pgpubsub_context IS NULL THEN\n"
+        f"        {insert('')}"
+        "    ELSE\n"
+        f"        {with_context}"
+        "    END IF;\n"
+    )
 
 
 def stored_head(app_label: str, model_name: str, key: str, op: str) -> str:
@@ -345,14 +402,14 @@ def stored_head(app_label: str, model_name: str, key: str, op: str) -> str:
     )
 
 
-def durable_statement_body(channel_name: str, op: str) -> str:
-    """A durable channel's statement trigger: one set-based outbox INSERT and a wake-up."""
-    # A transition table cannot be handed to a function, so this one
-    # statement lives here rather than in pgpubsub_publish_v1(). Each event
-    # is assembled as JSON text around to_json(row) and parsed once into
-    # jsonb: measured cheaper per row than jsonb_build_object() of the same
-    # keys, and every per-row operation here costs every writer. The text
-    # before the rows is the trigger's pgpubsub_head variable (stored_head()).
+def outbox_insert(channel_name: str, op: str) -> str:
+    """A durable channel's set-based outbox INSERT for a statement's rows.
+
+    Each event is assembled as JSON text around to_json(row) and parsed
+    once into jsonb: measured cheaper per row than jsonb_build_object() of
+    the same keys. The text before the rows is the trigger's
+    ``pgpubsub_head`` variable (:func:`stored_head`).
+    """
     old, new = _STATEMENT_ROWS[op]
 
     def row(name: str, expr: str | None) -> str:
@@ -363,8 +420,166 @@ def durable_statement_body(channel_name: str, op: str) -> str:
         "INSERT INTO pgpubsub_notification (channel, payload)\n"
         f"        SELECT {_literal(channel_name)}, {event}\n"
         f"        {_STATEMENT_SOURCES[op]};\n"
-        "    IF FOUND THEN\n"
-        f"        PERFORM pg_notify({_literal(channel_name)}, '');\n"
-        "    END IF;\n"
-        "    RETURN NULL;"
     )
+
+
+def statement_body(
+    channel_name: str, wake_key: int, key: str, op: str, *, durable: bool, retained: bool
+) -> str:
+    """The body of a channel's AFTER statement trigger (version 2).
+
+    A transition table cannot be handed to a function, so the inserts of
+    ``pgpubsub_publish_v2()`` are written out: durable events go to the
+    outbox, retained ones to the event log, the others to the broadcast
+    table, each with one set-based INSERT; then the wake-up, only if a
+    reader may be asleep. (FOUND, which the wake-up tests, is the outcome
+    of the last INSERT; every INSERT here takes the same rows.)
+    """
+    body = outbox_insert(channel_name, op) if durable else ""
+    if retained:
+        body += ("    " if body else "") + table_insert(EVENT_LOG, channel_name, key, op)
+    elif not durable:
+        body += table_insert(BROADCAST_TABLE, channel_name, key, op)
+    return body + "    " + wake_up(channel_name, wake_key) + "    RETURN NULL;"
+
+
+#: The event tables, by what they hold.
+EVENT_LOG = "pgpubsub_event"
+BROADCAST_TABLE = "pgpubsub_broadcast"
+
+
+# --------------------------------------------------------------------------
+# Event tables (version 2): the event log of retained channels and the
+# broadcast table, read by position (see pgpubsub.positions).
+
+# One table's part of a read: its next events of some channels after a
+# position, below the horizon, in position order. The (xid, id) primary key
+# serves both the range and the order.
+_READ_PART = """
+    (SELECT xid, id, channel, payload, created_at FROM {table}
+     WHERE (xid, id) > (%(xid)s::xid8, %(id)s) AND xid < h.horizon AND channel = ANY({channels})
+     ORDER BY xid, id LIMIT %(limit)s)"""
+
+# Whether a table holds committed events of the channels at or above the
+# horizon: visible, but not to be handed out until older transactions end.
+_BEYOND_PART = "EXISTS (SELECT 1 FROM {table} WHERE xid >= h.horizon AND channel = ANY({channels}))"
+
+
+def read_events(tables: dict[str, list[str]]) -> sql.Composed:
+    """The next events of several tables' channels after a position, merged in position order.
+
+    ``tables`` maps a table name to the channel names to read in it (tables
+    without channels are left out). Parameters: ``xid`` (text), ``id``,
+    ``limit``, and ``<table>`` for each table, its channel names. Every
+    result row starts with the horizon (text) and whether committed events
+    wait beyond it; with no event, one row of NULLs follows them. One
+    snapshot serves the whole statement, so the horizon is the one the rows
+    were read under.
+    """
+    parts = [
+        sql.SQL(_READ_PART).format(table=sql.Identifier(table), channels=sql.Placeholder(table))
+        for table in tables
+    ]
+    beyond = [
+        sql.SQL(_BEYOND_PART).format(table=sql.Identifier(table), channels=sql.Placeholder(table))
+        for table in tables
+    ]
+    return sql.SQL(
+        "SELECT h.horizon::text, {beyond}, e.xid::text, e.id, e.channel, e.payload::text,"
+        " extract(epoch FROM e.created_at)::float8\n"
+        "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) AS h\n"
+        "LEFT JOIN LATERAL (\n    SELECT * FROM ({parts}\n    ) AS u\n"
+        "    ORDER BY xid, id LIMIT %(limit)s\n) AS e ON true"
+    ).format(
+        beyond=sql.SQL(" OR ").join(beyond) if beyond else sql.SQL("false"),
+        parts=sql.SQL("\n    UNION ALL").join(parts),
+    )
+
+
+#: The position before every event not yet handed out (``pgpubsub.checkpoint()``),
+#: and what identifies the database in event ids.
+CHECKPOINT = """
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text, d.oid, d.datname
+FROM pg_database AS d WHERE d.datname = current_database()
+"""
+
+#: Where retention cleanup has reached, for the channels given.
+TRIMMED = "SELECT channel, xid::text, id FROM pgpubsub_event_trimmed WHERE channel = ANY(%s)"
+
+#: A reader that has caught up asks to sleep on its channels' keys (one letter each).
+SLEEP = "SELECT pgpubsub_sleep_v2(%s::integer[])"
+
+#: A reader gives keys back (after a NOTIFY on their channels).
+WAKE = "SELECT pg_advisory_unlock(%s, key) FROM unnest(%s::integer[]) AS key"
+
+# Retention cleanup takes this advisory lock for its transaction, so that one
+# process at a time cleans up.
+TRIM_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s)"
+
+# Deletes one channel's oldest events that are past its retention (a small
+# batch, in position order) and moves its trim watermark to the last one.
+TRIM_EVENTS = """
+WITH doomed AS (
+    SELECT xid, id FROM pgpubsub_event
+    WHERE channel = %(channel)s AND created_at < now() - make_interval(secs => %(seconds)s)
+    ORDER BY xid, id
+    LIMIT %(limit)s
+), deleted AS (
+    DELETE FROM pgpubsub_event AS e USING doomed AS d
+    WHERE e.xid = d.xid AND e.id = d.id
+    RETURNING e.xid, e.id
+), last AS (
+    SELECT xid, id FROM deleted ORDER BY xid DESC, id DESC LIMIT 1
+), moved AS (
+    INSERT INTO pgpubsub_event_trimmed AS t (channel, xid, id)
+    SELECT %(channel)s, xid, id FROM last
+    ON CONFLICT (channel) DO UPDATE SET xid = excluded.xid, id = excluded.id, trimmed_at = now()
+    WHERE (t.xid, t.id) < (excluded.xid, excluded.id)
+)
+SELECT count(*) FROM deleted
+"""
+
+# Deletes a small batch of broadcast events older than their retention.
+TRIM_BROADCAST = """
+WITH deleted AS (
+    DELETE FROM pgpubsub_broadcast
+    WHERE (xid, id) IN (
+        SELECT xid, id FROM pgpubsub_broadcast
+        WHERE created_at < now() - make_interval(secs => %(seconds)s)
+        ORDER BY xid, id
+        LIMIT %(limit)s
+    )
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+
+
+# -- scopes of browser streams (pgpubsub.scope) ------------------------------------
+
+#: Sets a connection's time zone (that of the Django database it stands for).
+SET_TIME_ZONE = "SELECT set_config('TimeZone', %s, false)"
+
+
+def set_role(role: str) -> sql.Composed:
+    """``SET ROLE``, for a connection standing for a Django database with ``assume_role``."""
+    return sql.SQL("SET ROLE {}").format(sql.Identifier(role))
+
+
+def scope_rows(rows_alias: str, json_column: str, number_column: str, scope_sql: str) -> str:
+    """One scope's part of a judging statement: which of the rows given pass the scope.
+
+    Parameters: the scope's index, the rows as a JSON array, then the scope
+    query's own parameters. ``scope_sql`` is the scope queryset as Django
+    compiled it, reading its model's row from ``rows_alias.json_column``.
+    """
+    return (
+        f"SELECT %s::int, {rows_alias}.{number_column} FROM json_array_elements(%s::json) "
+        f"WITH ORDINALITY AS {rows_alias}({json_column}, {number_column}) "
+        f"WHERE EXISTS ({scope_sql})"
+    )
+
+
+def row_as_table(table: str, rows_alias: str, json_column: str) -> str:
+    """The FROM item that stands for ``table`` (quoted) with one event row's values."""
+    return f"json_populate_record(NULL::{table}, {rows_alias}.{json_column}) AS {table}"

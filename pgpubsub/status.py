@@ -32,7 +32,7 @@ from django.db import ProgrammingError, transaction
 from django.utils import timezone
 
 from . import conf, sql
-from .channel import BaseChannel, TriggerChannel, channel_names
+from .channel import BaseChannel, TriggerChannel, all_channel_classes, channel_names
 from .connector import Query, SyncConnector, all_rows
 from .outbox import backlog
 from .probes import server_status, worker_application_name, worker_sessions
@@ -214,7 +214,10 @@ def _event(trigger: pgtrigger.Trigger) -> str:
 def collect(using: str | None = None) -> Status:
     """Read the status of every channel in the database ``using``."""
     alias = using or conf.database_alias()
-    channels = sorted(registry, key=lambda channel: channel.name())
+    # Channels with listeners, and those with retention, which publish to the
+    # event log (and so have triggers) without any listener.
+    retained = [channel for channel in all_channel_classes() if channel.retained()]
+    channels = sorted({*registry, *retained}, key=lambda channel: channel.name())
     connector = SyncConnector(alias)
     database, version, usage = connector.run(server_status())
     # Statistics views are read once per transaction; inside a caller's

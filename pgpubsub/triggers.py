@@ -7,14 +7,14 @@ migration installs the shared SQL they use (see ``migrations_templates/``).
 Listener decorators create one trigger per (channel, timing, operation):
 
 * AFTER triggers are statement-level with transition tables, so a bulk write
-  costs one NOTIFY per statement, not per row. A broadcast channel's trigger
-  builds the statement's events as JSON text with ``json_agg(to_json(row))``
-  and hands them to ``pgpubsub_publish_v1()``; a durable channel's trigger
-  inserts one outbox row per changed row with a single set-based INSERT
-  (a transition table cannot be passed to a function) and sends one empty
-  wake-up NOTIFY;
+  costs one set-based INSERT per table and at most one NOTIFY per
+  statement, not one per row. The events of a durable channel go to the
+  outbox (``pgpubsub_notification``), those of a retained channel to the
+  event log (``pgpubsub_event``), the others to the broadcast table
+  (``pgpubsub_broadcast``); the wake-up NOTIFY is sent only when a reader of
+  the channel may be asleep (:mod:`pgpubsub.wakeups`);
 * BEFORE triggers are row-level (PostgreSQL offers transition tables only to
-  AFTER triggers), call ``pgpubsub_publish_v1()`` for their row, and never
+  AFTER triggers), call ``pgpubsub_publish_v2()`` for their row, and never
   alter or cancel the row operation.
 
 :class:`Notify` and :class:`LockableNotify` are row-level triggers for use
@@ -34,6 +34,7 @@ from django.db import models
 
 from . import sql
 from .channel import BaseChannel, TriggerChannel
+from .wakeups import wake_key
 
 
 def _app_and_model(model: Any) -> tuple[str, str]:
@@ -68,11 +69,15 @@ class Notify(pgtrigger.Trigger):
             return self.durable
         return bool(self.channel and self.channel.lock_notifications)
 
+    def _flags(self) -> int:
+        retained = bool(self.channel and self.channel.retained())
+        return (1 if self._durable() else 0) | (2 if retained else 0)
+
     def get_func(self, model: models.Model) -> str:
         name = self.channel.listen_safe_name() if self.channel else str(self.name)
-        durable = self._durable()
-        events = sql.row_events(*_app_and_model(model), durable)
-        return sql.publish_call(name, durable, trigger_key(self), events) + f"    {sql.RETURN_ROW}"
+        events = sql.row_events(*_app_and_model(model), trigger_key(self), self._durable())
+        call = sql.publish_call(name, wake_key(name), self._flags(), events)
+        return call + f"    {sql.RETURN_ROW}"
 
 
 class LockableNotify(Notify):
@@ -114,21 +119,32 @@ class ChannelTrigger(pgtrigger.Trigger):
         self._timing = timing
 
     def get_declare(self, model: models.Model) -> list[tuple[str, str]]:
-        if self._timing == "AFTER" and self.channel.lock_notifications:
+        if self._timing != "AFTER":
+            return []
+        declare = []
+        if self.channel.lock_notifications:
             head = sql.stored_head(*_app_and_model(model), trigger_key(self), self._op)
-            return [("pgpubsub_head", f"text := {head}")]
-        return []
+            declare.append(("pgpubsub_head", f"text := {head}"))
+        if self.channel.retained() or not self.channel.lock_notifications:
+            declare.append(("pgpubsub_context", sql.STATEMENT_CONTEXT))
+        return declare
 
     def get_func(self, model: models.Model) -> str:
-        name = self.channel.listen_safe_name()
+        channel = self.channel
+        name = channel.listen_safe_name()
         key = trigger_key(self)
         if self._timing == "AFTER":
-            if self.channel.lock_notifications:
-                return sql.durable_statement_body(name, self._op)
-            return sql.broadcast_statement_body(name, key, self._op)
-        durable = bool(self.channel.lock_notifications)
-        events = sql.row_events(*_app_and_model(model), durable)
-        return sql.publish_call(name, durable, key, events) + f"    {sql.RETURN_ROW}"
+            return sql.statement_body(
+                name,
+                channel.wake_key(),
+                key,
+                self._op,
+                durable=bool(channel.lock_notifications),
+                retained=channel.retained(),
+            )
+        events = sql.row_events(*_app_and_model(model), key, bool(channel.lock_notifications))
+        call = sql.publish_call(name, channel.wake_key(), channel.publish_flags(), events)
+        return call + f"    {sql.RETURN_ROW}"
 
 
 #: Keys of the triggers listener decorators install, as carried in events.

@@ -30,11 +30,12 @@ class Event(msgspec.Struct, omit_defaults=True):
     and the ``old``/``new`` rows, and when stored also ``app`` and
     ``model``, the model the rows belong to; app-level events carry
     ``kwargs``, the channel's fields. ``context`` is the notification
-    context, if one was set. (Trigger events also carry ``op``, which no
-    listener receives, so it is not decoded.)
+    context, if one was set. Trigger events also carry ``op`` (INSERT,
+    UPDATE or DELETE), which subscriptions hand out with each event.
     """
 
     trigger: str | None = None
+    op: str | None = None
     app: str | None = None
     model: str | None = None
     old: dict[str, msgspec.Raw] | None = None

@@ -40,18 +40,21 @@ from typing import Any
 import psycopg
 from django.db import connections
 
-from . import conf, sql
+from . import conf, eventlog, retention, sql
 from .backoff import Backoff
 from .broadcast import BroadcastDelivery
 from .channel import BaseChannel
 from .connection import CONNECTION_ERRORS, check_migrated, configuration_error, conninfo_params
+from .connector import execute
 from .delivery import split_notifies
 from .durable import DurableDelivery
 from .exceptions import ChannelNotFound, DatabaseConfigurationError
 from .observe import observers
+from .positions import Position
 from .registry import registry
 from .selfpipe import Waker
 from .server_version import check_server_version
+from .wakeups import BusyPoll, Sleep, wake_key
 
 logger = logging.getLogger("pgpubsub")
 
@@ -80,6 +83,15 @@ class Worker:
         self.channels = selected
         self.by_db_name = {channel.listen_safe_name(): channel for channel in selected}
         self.durable = [channel for channel in selected if channel.lock_notifications]
+        # Channels whose events the worker reads from the event tables.
+        self.streams = [channel for channel in selected if not channel.lock_notifications]
+        self.tables = eventlog.tables(self.streams)
+        #: Where the worker stands in the event tables (set at the first connection).
+        self.position: Position | None = None
+        self.sleep = Sleep()
+        self.busy = BusyPoll()
+        self._next_trim = 0.0
+        self._read_since_trim = False
         self.poll_interval = conf.poll_interval()
         self.batch_size = conf.batch_size()
         self.broadcast_delivery = BroadcastDelivery(self.using)
@@ -164,8 +176,15 @@ class Worker:
         with conn.cursor() as cursor:
             check_server_version(cursor)
         check_migrated(conn, self.using)
+        # Its keys in the wake-up protocol went with the old connection.
+        self.sleep.forget()
         for db_name in self.by_db_name:
             conn.execute(sql.listen(db_name))
+        if self.position is None:
+            # A worker serves the events committed from its start on; after
+            # a reconnection it carries on from where it was.
+            with conn.cursor() as cursor:
+                self.position = execute(cursor, eventlog.checkpoint()).position
         connections[self.using].close()
 
     def _close(self) -> None:
@@ -182,25 +201,117 @@ class Worker:
             self._sweep()
 
     def _serve(self) -> None:
+        """Read and deliver while there is work; sleep on the socket once caught up.
+
+        While events keep coming, the worker keeps reading the tables: a
+        writer NOTIFYs only when a reader may be asleep, so a busy worker
+        gets no wake-ups. Once it has caught up it asks to sleep
+        (:mod:`pgpubsub.wakeups`): if writers are in flight it reads again
+        shortly; otherwise it reads once more, then waits on its socket.
+        """
         conn = self.listen_conn
         waker = self._waker
         assert conn is not None and waker is not None
         fd = conn.fileno()
-        # Notifications that arrived while LISTEN statements ran wait in
-        # psycopg's backlog, which the socket will not announce again.
-        self._handle(self._receive(conn))
+        asleep = False
         while not self.stopping:
-            timeout = None
+            progressed = self._take_notifies(conn)
+            beyond = False
+            if self.streams:
+                read = self._read_streams(conn)
+                progressed = progressed or bool(read.rows)
+                beyond = read.beyond
             if self.durable:
-                due = min(self._next_sweep, self._next_retry())
-                timeout = max(0.0, due - time.monotonic())
-            readable = waker.wait([fd], timeout)
+                progressed = self._drain_due() or progressed
+            self._maybe_trim(conn)
             if self.stopping:
                 break
-            if fd in readable:
-                self._handle(self._receive(conn))
-            if self.durable and time.monotonic() >= min(self._next_sweep, self._next_retry()):
-                self._sweep()
+            if progressed:
+                asleep = False
+                self.busy.reset()
+                continue
+            if beyond:
+                # Events wait behind an older transaction still running.
+                waker.wait([fd], self.busy.next())
+                continue
+            if not asleep:
+                asked = self.sleep.to_request(self.by_db_name)
+                if asked:
+                    keys = [wake_key(name) for name in asked]
+                    with conn.cursor() as cursor:
+                        answer = execute(cursor, eventlog.ask_to_sleep(keys))
+                    if self.sleep.answered(asked, answer):
+                        waker.wait([fd], self.busy.next())
+                        continue
+                # What writers committed before the keys were taken is
+                # visible now: read once more; later writers wake us.
+                asleep = True
+                continue
+            self.busy.reset()
+            waker.wait([fd], self._idle_timeout())
+            asleep = False
+
+    def _idle_timeout(self) -> float | None:
+        """How long the worker may wait on its socket once asleep."""
+        due = math.inf
+        if self.durable:
+            due = min(self._next_sweep, self._next_retry())
+        if self.sleep.relying:
+            # A killed holder wakes nobody: check it is still there now and then.
+            due = min(due, time.monotonic() + self.poll_interval)
+        if self._read_since_trim:
+            due = min(due, self._next_trim)
+        return None if due == math.inf else max(0.0, due - time.monotonic())
+
+    def _take_notifies(self, conn: psycopg.Connection[Any]) -> bool:
+        """Handle the NOTIFYs received; return whether they carried events to deliver.
+
+        A NOTIFY on a channel whose key this worker holds makes it give the
+        key back. Messages with events (from the SQL of version 1 or from
+        django-pgpubsub 1.3.1) are delivered; wake-ups need nothing more:
+        the worker reads the tables next.
+        """
+        notifies = self._receive(conn)
+        if not notifies:
+            return False
+        release = [
+            wake_key(name) for name in {n.channel for n in notifies} if self.sleep.woken(name)
+        ]
+        if release:
+            with conn.cursor() as cursor:
+                execute(cursor, eventlog.give_back(release))
+        broadcast, _durable = split_notifies(notifies, self.by_db_name.get)
+        if broadcast:
+            self.broadcast_delivery.deliver(broadcast)
+        return bool(broadcast)
+
+    def _read_streams(self, conn: psycopg.Connection[Any]) -> eventlog.LogRead:
+        """Read and deliver the next events of the worker's broadcast and retained channels."""
+        assert self.position is not None
+        with conn.cursor() as cursor:
+            read = execute(cursor, eventlog.read(self.tables, self.position, self.batch_size))
+        if read.rows:
+            self._read_since_trim = True
+            self.broadcast_delivery.deliver_rows(
+                [(self.by_db_name[row.channel], row) for row in read.rows]
+            )
+        self.position = read.position
+        return read
+
+    def _drain_due(self) -> bool:
+        """Drain the durable channels (with their retries when a sweep is due); whether any ran."""
+        now = time.monotonic()
+        if now >= min(self._next_sweep, self._next_retry()):
+            return self._sweep()
+        return self._drain(self.durable, retries=False)
+
+    def _maybe_trim(self, conn: psycopg.Connection[Any]) -> None:
+        """Delete expired events now and then, after the worker has read some."""
+        if not self._read_since_trim or time.monotonic() < self._next_trim:
+            return
+        self._next_trim = time.monotonic() + retention.TRIM_INTERVAL_SECONDS
+        self._read_since_trim = False
+        retention.trim(conn)
 
     def _receive(self, conn: psycopg.Connection[Any]) -> list[psycopg.Notify]:
         """The notifications already received, without waiting for more.
@@ -220,16 +331,6 @@ class Worker:
 
     # -- delivery ----------------------------------------------------------
 
-    def _handle(self, notifies: list[psycopg.Notify]) -> None:
-        if not notifies:
-            return
-        broadcast, durable = split_notifies(notifies, self.by_db_name.get)
-        if broadcast:
-            self.broadcast_delivery.deliver(broadcast)
-        if durable:
-            # Retries are left to the sweeps, which run when one falls due.
-            self._drain(durable, retries=False)
-
     def _stopping(self) -> bool:
         return self.stopping
 
@@ -237,18 +338,21 @@ class Worker:
         """The monotonic time of the earliest retry scheduled and not yet looked for."""
         return self._retries_due[0] if self._retries_due else math.inf
 
-    def _drain(self, channels: Sequence[type[BaseChannel]], *, retries: bool) -> None:
-        scheduled = self.durable_delivery.drain(
+    def _drain(self, channels: Sequence[type[BaseChannel]], *, retries: bool) -> bool:
+        """Drain ``channels``; return whether any notification was claimed."""
+        drained = self.durable_delivery.drain(
             channels, batch_size=self.batch_size, stopping=self._stopping, retries=retries
         )
-        for due in scheduled:
+        for due in drained.retries:
             heapq.heappush(self._retries_due, due)
+        return drained.claimed > 0
 
-    def _sweep(self) -> None:
+    def _sweep(self) -> bool:
+        """Drain the durable channels with their due retries; whether any notification ran."""
         now = time.monotonic()
         self._next_sweep = now + self.poll_interval
         # Only the retries due now are taken by this drain; later ones keep
         # their time, so a sweep between a failure and its retry never delays it.
         while self._retries_due and self._retries_due[0] <= now:
             heapq.heappop(self._retries_due)
-        self._drain(self.durable, retries=True)
+        return self._drain(self.durable, retries=True)

@@ -18,6 +18,7 @@ Commands:
 ``listener-only``  the listeners' own work alone: N calls of the function every
             listener calls (one ORM insert), BATCH per transaction, with no
             notification at all; no worker can handle events faster than this
+``unsupported``  the bench channels the installed library cannot declare, and why
 """
 
 from __future__ import annotations
@@ -38,13 +39,41 @@ import django
 django.setup()
 
 import psycopg  # noqa: E402
-from benchapp.models import BroadcastRow, DurableRow, PlainRow, Processed  # noqa: E402
+from benchapp import channels  # noqa: E402
+from benchapp.models import (  # noqa: E402
+    BroadcastRow,
+    DurableRow,
+    PlainRow,
+    Processed,
+    TimedBroadcastRow,
+    TimedDurableRow,
+    TimedPlainRow,
+    TimedRetainedRow,
+)
 from django.db import connection, transaction  # noqa: E402
 
 import pgpubsub  # noqa: E402
 
-MODELS = {"broadcast": BroadcastRow, "durable": DurableRow, "plain": PlainRow}
-ROW_KINDS = {"broadcast": "broadcast_row", "durable": "durable_row"}
+#: --mode -> the model written.
+MODELS = {
+    "broadcast": BroadcastRow,
+    "durable": DurableRow,
+    "plain": PlainRow,
+    "timed_plain": TimedPlainRow,
+    "timed_broadcast": TimedBroadcastRow,
+    "timed_durable": TimedDurableRow,
+    "retained": TimedRetainedRow,
+}
+#: --mode -> the kind its listener records (see benchapp/listeners.py).
+ROW_KINDS = {
+    "broadcast": "broadcast_row",
+    "durable": "durable_row",
+    "timed_broadcast": "timed_broadcast",
+    "timed_durable": "timed_durable",
+    "retained": "retained_row",
+}
+#: Modes whose channel delivers each event to every worker.
+BROADCAST_MODES = {"broadcast", "timed_broadcast", "retained"}
 MESSAGE_CHANNELS = {
     "broadcast": ("benchapp.channels.BroadcastMessage", "broadcast_msg"),
     "durable": ("benchapp.channels.DurableMessage", "durable_msg"),
@@ -139,7 +168,7 @@ def cmd_bulk(args: argparse.Namespace) -> None:
             args.workers,
             [table],
             args.deadline,
-            broadcast=args.mode == "broadcast",
+            broadcast=args.mode in BROADCAST_MODES,
         )
     started = time.time()
     for first in range(0, args.n, args.batch):
@@ -170,7 +199,7 @@ def cmd_paced(args: argparse.Namespace) -> None:
         args.workers,
         [model._meta.db_table],
         args.deadline,
-        broadcast=args.mode == "broadcast",
+        broadcast=args.mode in BROADCAST_MODES,
     )
     interval = 1.0 / args.rate
     commits: list[tuple[int, float]] = []
@@ -244,12 +273,17 @@ def cmd_listener_only(args: argparse.Namespace) -> None:
     emit({"t_start": started, "t_end": time.time(), "warm_up_s": 0.0})
 
 
+def cmd_unsupported(args: argparse.Namespace) -> None:
+    emit(dict(channels.UNSUPPORTED))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("unsupported")
     for name in ("bulk", "notify", "paced", "bare", "bare-produce", "listener-only"):
         p = sub.add_parser(name)
-        p.add_argument("--mode", choices=("broadcast", "durable", "plain"), default="broadcast")
+        p.add_argument("--mode", choices=sorted(MODELS), default="broadcast")
         p.add_argument("--n", type=int, required=True)
         p.add_argument("--batch", type=int, default=500)
         p.add_argument("--workers", type=int, default=1, help="workers to warm up (0: none)")
@@ -263,6 +297,7 @@ def main() -> None:
         "bare": cmd_bare,
         "bare-produce": cmd_bare_produce,
         "listener-only": cmd_listener_only,
+        "unsupported": cmd_unsupported,
     }
     commands[args.command](args)
 

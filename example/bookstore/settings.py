@@ -13,6 +13,8 @@ if not _url:
 _params = conninfo_to_dict(_url)
 
 SECRET_KEY = "pgpubsub-example-only"
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
@@ -21,6 +23,10 @@ INSTALLED_APPS = [
     "pgpubsub",
     "library",
 ]
+# The live authors page (`make live`): served by an ASGI server (uvicorn).
+ROOT_URLCONF = "bookstore.urls"
+ASGI_APPLICATION = "bookstore.asgi.application"
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",

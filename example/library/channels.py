@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pgpubsub import Channel, TriggerChannel
 
@@ -7,9 +8,14 @@ from .models import Author, Post
 
 @dataclass
 class AuthorChannel(TriggerChannel):
-    """Every change to an author, delivered to whichever worker is listening."""
+    """Every change to an author, delivered to whichever worker is listening.
+
+    Its events are also kept for a day, so the live authors page
+    (``make live``) can resume after a disconnect without losing any.
+    """
 
     model = Author
+    retention = timedelta(hours=24)
 
 
 @dataclass

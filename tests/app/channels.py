@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pgpubsub import Channel, TriggerChannel
 
-from .models import Author, Everything, Order, Post, Profile, Restaurant
+from .models import Author, Everything, Note, Order, Post, Profile, Restaurant
 
 
 @dataclass
@@ -91,3 +92,42 @@ class LoudGreeting(Greeting):
 @dataclass
 class UrgentGreeting(DurableGreeting):
     """A durable subclass, for process_stored_notifications([DurableGreeting])."""
+
+
+@dataclass
+class RetainedAuthorChannel(TriggerChannel):
+    """Authors' row changes kept in the event log (no listener: subscriptions only)."""
+
+    model = Author
+    retention = timedelta(hours=1)
+
+
+@dataclass
+class RetainedGreeting(Channel):
+    """An app channel kept in the event log."""
+
+    message: str
+    retention = timedelta(hours=1)
+
+
+@dataclass
+class Unheard(TriggerChannel):
+    """No listener, no retention: no trigger publishes it."""
+
+    model = Author
+
+
+@dataclass
+class AsyncJob(Channel):
+    """Durable; its listener is an ``async def`` function."""
+
+    message: str
+    lock_notifications = True
+
+
+@dataclass
+class NoteChannel(TriggerChannel):
+    """Tenants' notes, kept in the event log: the browser stream tests' channel."""
+
+    model = Note
+    retention = timedelta(hours=1)

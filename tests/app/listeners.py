@@ -14,6 +14,7 @@ import pgpubsub
 from pgpubsub.triggers import Notify
 
 from .channels import (
+    AsyncJob,
     AuthorChannel,
     DurableGreeting,
     EverythingChannel,
@@ -286,3 +287,25 @@ if os.environ.get("PGPUBSUB_TEST_BAD_SIGNATURE") == "1":
     @pgpubsub.post_insert_listener(AuthorChannel)
     def bad_signature(new):
         record("bad", None, new)
+
+
+# Attempts per message, in the worker process (not in the database, which a
+# failed attempt rolls back).
+_async_attempts: dict[str, int] = {}
+
+
+@pgpubsub.listener(AsyncJob)
+async def async_job(message: str):
+    """Writes through the async ORM, then fails its first attempt of a "fail-once" message.
+
+    Each call is also noted in the file named by PGPUBSUB_TEST_ASYNC_LOG, outside
+    the database, where no rollback takes it back.
+    """
+    await Delivery.objects.acreate(listener="async_job", key=message)
+    _async_attempts[message] = _async_attempts.get(message, 0) + 1
+    log = os.environ.get("PGPUBSUB_TEST_ASYNC_LOG")
+    if log:
+        with open(log, "a") as calls:
+            calls.write(message + "\n")
+    if message.startswith("fail-once") and _async_attempts[message] == 1:
+        raise RuntimeError(f"{message}: the first attempt fails after writing")

@@ -92,3 +92,17 @@ class Ticket(models.Model):
     """Written to by tests of per-channel settings."""
 
     code = models.CharField(max_length=100)
+
+
+class Tenant(models.Model):
+    """A customer of a multi-tenant site: the scope of the browser stream tests."""
+
+    name = models.CharField(max_length=100)
+
+
+class Note(models.Model):
+    """A tenant's row; ``secret`` must never reach a stream that did not choose it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE)
+    title = models.CharField(max_length=200)
+    secret = models.CharField(max_length=200, default="")

@@ -16,9 +16,10 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Count
 
+import pgpubsub
 from pgpubsub import outbox
 from pgpubsub.models import Notification
-from tests.app.channels import OrderChannel
+from tests.app.channels import AsyncJob, OrderChannel
 from tests.app.models import Delivery, Order
 from tests.conftest import REPO, wait_for
 
@@ -204,3 +205,24 @@ def test_listener_context_is_kept_with_the_stored_notification(start_worker):
     start_worker()
     wait_for(lambda: processed() == 1, what="the order")
     assert Delivery.objects.get(listener="order_created").data == {"context": {"tenant": 7}}
+
+
+def test_an_async_listener_writes_exactly_once_even_when_an_attempt_fails(start_worker, tmp_path):
+    # The async listener's ORM writes run in the claim transaction: the failed
+    # first attempt's row is rolled back with it, the next attempt's commits.
+    calls = tmp_path / "calls"
+    start_worker(extra_env={"PGPUBSUB_TEST_ASYNC_LOG": str(calls)})
+    pgpubsub.notify(AsyncJob, message="fail-once-1")
+    pgpubsub.notify(AsyncJob, message="plain-1")
+    wait_for(
+        lambda: (
+            not Notification.objects.exists()
+            and Delivery.objects.filter(listener="async_job").count() == 2
+        ),
+        what="both async jobs done",
+    )
+    assert sorted(Delivery.objects.filter(listener="async_job").values_list("key", flat=True)) == [
+        "fail-once-1",
+        "plain-1",
+    ]
+    assert calls.read_text().splitlines().count("fail-once-1") == 2

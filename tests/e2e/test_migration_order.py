@@ -20,7 +20,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e]
 
-DEPENDENCY = "('pgpubsub', '0007_pgpubsub_v1'),"
+DEPENDENCY = "('pgpubsub', '0008_pgpubsub_v2'),"
 
 FILES = {
     "manage.py": """
@@ -174,7 +174,9 @@ def test_makemigrations_writes_the_dependency_and_a_fresh_database_migrates_and_
     ok(manage(tmp_path, empty_database, "makemigrations", "blog"))
     initial = (tmp_path / "blog/migrations/0001_initial.py").read_text()
     assert DEPENDENCY in initial
-    assert "pgpubsub_publish_v1" in initial  # the broadcast trigger calls version 1
+    # The durable channel's trigger writes the outbox (version 1's defaults)
+    # and both wake readers up through version 2's protocol.
+    assert "pg_try_advisory_xact_lock_shared(1885827187" in initial
     (tmp_path / "blog/migrations/0002_rows.py").write_text(textwrap.dedent(DATA_MIGRATION))
 
     ok(manage(tmp_path, empty_database, "migrate"))
@@ -194,17 +196,17 @@ def test_a_migration_written_without_the_dependency_is_ordered_and_named_by_a_ch
 
     ok(manage(tmp_path, empty_database, "migrate"))
     plan = ok(manage(tmp_path, empty_database, "showmigrations", "--plan"))
-    assert plan.index("pgpubsub.0007_pgpubsub_v1") < plan.index("blog.0001_initial")
+    assert plan.index("pgpubsub.0008_pgpubsub_v2") < plan.index("blog.0001_initial")
     assert "OK" in ok(manage(tmp_path, empty_database, "test", "blog"))
 
     report = ok(manage(tmp_path, empty_database, "check"))
     assert (
         "(pgpubsub.W001) migration blog.0001_initial installs triggers that use pgpubsub's SQL "
-        "(version 1), which the migration pgpubsub.0007_pgpubsub_v1 installs, but it does not "
+        "(versions 1, 2), which the migration pgpubsub.0008_pgpubsub_v2 installs, but it does not "
         "depend on that migration"
     ) in report
     assert (
-        "pgpubsub runs it after pgpubsub.0007_pgpubsub_v1 all the same; to make the order "
+        "pgpubsub runs it after pgpubsub.0008_pgpubsub_v2 all the same; to make the order "
         f"explicit, add this line to the dependencies of {initial}:\n    {DEPENDENCY}"
     ) in report
 
@@ -254,9 +256,10 @@ LEGACY_INITIAL = """
 
 
 def test_a_database_migrated_before_the_sql_keeps_a_consistent_history(tmp_path, empty_database):
-    """Only migrations that use version 1 are ordered after pgpubsub.0007: an app
-    migration of django-pgpubsub 1.3.1, applied while pgpubsub stood at 0006,
-    stays valid (no InconsistentMigrationHistory), and the next one depends on 0007."""
+    """Only migrations that use pgpubsub's SQL are ordered after the migration
+    installing it: an app migration of django-pgpubsub 1.3.1, applied while
+    pgpubsub stood at 0006, stays valid (no InconsistentMigrationHistory),
+    and the next one depends on 0008."""
     write_project(tmp_path)
     (tmp_path / "blog/migrations/0001_initial.py").write_text(textwrap.dedent(LEGACY_INITIAL))
     ok(manage(tmp_path, empty_database, "migrate", "pgpubsub", "0006"))
@@ -268,5 +271,5 @@ def test_a_database_migrated_before_the_sql_keeps_a_consistent_history(tmp_path,
     [added] = (tmp_path / "blog/migrations").glob("0002_*.py")
     assert DEPENDENCY in added.read_text()
     output = ok(manage(tmp_path, empty_database, "migrate"))
-    assert output.index("pgpubsub.0007_pgpubsub_v1") < output.index(f"blog.{added.stem}")
+    assert output.index("pgpubsub.0008_pgpubsub_v2") < output.index(f"blog.{added.stem}")
     assert "pgpubsub.W001" not in ok(manage(tmp_path, empty_database, "check"))

@@ -307,7 +307,8 @@ def wake_ups(pids: list[int]) -> int:
 @pytest.mark.skipif(not LINUX, reason="counts context switches in /proc")
 def test_idle_supervisor_and_workers_do_not_wake_up(start_worker):
     # Broadcast channels only: a durable channel is polled every
-    # PGPUBSUB_POLL_INTERVAL seconds by design.
+    # PGPUBSUB_POLL_INTERVAL seconds by design, and so is the key of a worker
+    # that relies on another one's (pgpubsub.wakeups): a long interval here.
     supervisor = start_worker(
         "--processes",
         "2",
@@ -318,6 +319,7 @@ def test_idle_supervisor_and_workers_do_not_wake_up(start_worker):
         "--metrics-port",
         "0",
         ready=False,
+        extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"},
     )
     supervisor.wait_ready(count=2)
     served_urls(supervisor, "/metrics", count=2)

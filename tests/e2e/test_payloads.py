@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import random
 import uuid
 from decimal import Decimal
@@ -207,12 +208,20 @@ def test_malformed_payloads_are_skipped_and_the_worker_keeps_serving(start_worke
 
 
 def test_expired_stored_payloads_are_cleaned_up(start_worker):
+    # The SQL of version 1 stored a broadcast payload over the NOTIFY limit in
+    # pgpubsub_payload and sent its reference: triggers not yet regenerated
+    # still do, and workers still read those payloads and clean them up.
     start_worker()
     old = StoredPayload.objects.create(channel="x", payload="{}")
     StoredPayload.objects.filter(pk=old.pk).update(
         created_at=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
     )
-    pgpubsub.notify(Sized, label="big", body="b" * 10_000)
+    message = json.dumps({"events": [{"kwargs": {"label": "big", "body": "b" * 10_000}}]})
+    stored = StoredPayload.objects.create(channel=Sized.listen_safe_name(), payload=message)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_notify(%s, %s)", [Sized.listen_safe_name(), json.dumps({"ref": stored.pk})]
+        )
     wait_deliveries(1, "sized")
     wait_for(lambda: not StoredPayload.objects.filter(pk=old.pk).exists(), what="cleanup")
     assert Order.objects.count() == 0

@@ -5,13 +5,16 @@ from __future__ import annotations
 import signal
 import time
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 
 import pgpubsub
+from pgpubsub.wakeups import LOCK_CLASS
 from tests.app.channels import DurableGreeting, Greeting, LoudGreeting
 from tests.app.models import Author, Delivery, Order, Post
-from tests.conftest import SENTINEL_PREFIX, sentinel, wait_for
+from tests.conftest import SENTINEL_PREFIX, db_url, sentinel, wait_for
+from tests.e2e.test_ops import deliveries_blocked, wait_blocked
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -198,3 +201,54 @@ def test_listen_channels_takes_the_subclasses_of_a_channel(start_worker):
     sentinel()
     assert deliveries("loud_greet") == [("loud_greet", "loud")]
     assert not deliveries("durable_greet")
+
+
+@pytest.mark.parametrize("channel", [Greeting, DurableGreeting], ids=["broadcast", "durable"])
+def test_a_writer_committing_as_the_worker_goes_idle_is_not_left_to_the_poll(start_worker, channel):
+    # The race of the wake-up protocol (pgpubsub.wakeups): a writer checks
+    # the channel's key while the worker is awake (so it will not NOTIFY),
+    # and commits only after the worker has read the table and gone to
+    # sleep. The worker must not sleep then: it sees the writer in flight
+    # and reads again shortly. With a poll interval of a minute, an event
+    # left to the poll would take a minute.
+    start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
+    key = channel.wake_key()
+    listener = "greet" if channel is Greeting else "durable_greet"
+    with psycopg.connect(db_url()) as writer:
+        with deliveries_blocked():
+            # The worker is asleep and holds the key: a first event wakes it,
+            # it gives the key back and stays busy with the event (blocked).
+            pgpubsub.notify(channel, message="wake-up")
+            wait_blocked(1)
+            # Meanwhile a writer takes the key (shared) and writes.
+            free = writer.execute(
+                "SELECT pg_try_advisory_xact_lock_shared(%s, %s)", [LOCK_CLASS, key]
+            ).fetchone()
+            assert free == (True,)
+            writer.execute(
+                "SELECT pgpubsub_publish_v2(%s, %s, %s, %s::json)",
+                [
+                    channel.listen_safe_name(),
+                    key,
+                    channel.publish_flags(),
+                    '[{"kwargs": {"message": "raced"}}]',
+                ],
+            )
+        wait_deliveries(1, listener)
+
+        def asked_to_sleep() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'pgpubsub-worker' AND query LIKE %s",
+                    ["%pgpubsub_sleep_v2%"],
+                )
+                return cursor.fetchone()[0] > 0
+
+        # The worker has caught up and asked to sleep, while the writer holds the key.
+        wait_for(asked_to_sleep, what="the worker to ask to sleep")
+        writer.commit()
+        committed = time.time()
+    wait_deliveries(2, listener, timeout=5)
+    delivered = Delivery.objects.get(listener=listener, key="raced").created_at.timestamp()
+    assert delivered - committed < 1.0

@@ -8,115 +8,144 @@ import select
 import time
 import uuid
 
+import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils.connection import ConnectionDoesNotExist
 
 import pgpubsub
-from pgpubsub.models import Notification, StoredPayload
+from pgpubsub import eventlog
+from pgpubsub.connector import execute
+from pgpubsub.models import Notification
 from tests.app.channels import AuthorChannel, DurableGreeting, Greeting, OrderChannel
 from tests.app.models import Author, Order
+from tests.conftest import db_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def received(conn, channel):
-    """Payloads of the notifications on ``channel`` committed before this call, in order.
+@pytest.fixture
+def published():
+    """What has been published on a channel's event table since the test began, in order.
 
-    ``conn`` (autocommit, listening) sends a unique marker last. Notifications
-    arrive in commit order, so once the marker is back, everything committed
-    before it has arrived too: no time window, and "nothing" is exact.
+    Read on a connection of its own, so only what committed shows; every
+    event committed before the call is below the horizon of its read, so
+    "nothing" is exact.
     """
-    marker = f"marker-{uuid.uuid4().hex}"
-    conn.execute("SELECT pg_notify(%s, %s)", [channel, marker])
-    payloads = []
-    for note in conn.notifies(timeout=20):
-        if note.channel != channel:
-            continue
-        if note.payload == marker:
-            return payloads
-        payloads.append(note.payload)
-    raise AssertionError(f"timed out after 20s waiting for the marker {marker!r} on {channel}")
+    with psycopg.connect(db_url(), autocommit=True) as conn:
+        start = execute(conn.cursor(), eventlog.checkpoint()).position
+
+        def read(channel: type[pgpubsub.Channel] | type[pgpubsub.TriggerChannel]) -> list[dict]:
+            query = eventlog.read(eventlog.tables([channel]), start, 10_000)
+            rows = execute(conn.cursor(), query).rows
+            return [json.loads(row.payload) for row in rows]
+
+        yield read
 
 
-def listen(conn, channel):
-    conn.execute(f"LISTEN {channel.listen_safe_name()}")
-
-
-def test_notify_is_sent_only_after_commit(listen_conn):
-    listen(listen_conn, Greeting)
+def test_an_event_is_published_only_when_its_transaction_commits(published):
     with transaction.atomic():
         pgpubsub.notify(Greeting, message="hello", count=2)
-        assert received(listen_conn, Greeting.listen_safe_name()) == []
-    [payload] = received(listen_conn, Greeting.listen_safe_name())
-    assert json.loads(payload)["events"] == [{"kwargs": {"message": "hello", "count": 2}}]
+        assert published(Greeting) == []
+    assert published(Greeting) == [{"kwargs": {"message": "hello", "count": 2}}]
 
 
-def test_rolled_back_notify_is_never_sent(listen_conn):
-    listen(listen_conn, Greeting)
+def test_a_rolled_back_notify_publishes_nothing(published):
     with pytest.raises(RuntimeError), transaction.atomic():
         pgpubsub.notify(Greeting, message="hello")
         raise RuntimeError
-    assert received(listen_conn, Greeting.listen_safe_name()) == []
+    assert published(Greeting) == []
 
 
-def test_notify_on_another_database_alias(listen_conn):
-    listen(listen_conn, Greeting)
+def test_notify_on_another_database_alias(published):
     pgpubsub.notify(Greeting, message="aliased", using="default")
-    assert len(received(listen_conn, Greeting.listen_safe_name())) == 1
+    assert len(published(Greeting)) == 1
 
 
-def test_notify_survives_a_new_database_session_and_is_seen_by_query_capture(listen_conn):
+def test_notify_survives_a_new_database_session_and_is_seen_by_query_capture(published):
     # notify() keeps its cursor between calls: it must follow Django to a new
     # session after the connection is closed, and must not hide its query
     # from Django's query logging (assertNumQueries, DEBUG).
-    listen(listen_conn, Greeting)
     pgpubsub.notify(Greeting, message="first")
     connection.close()
     pgpubsub.notify(Greeting, message="after close")
     with CaptureQueriesContext(connection) as captured:
         pgpubsub.notify(Greeting, message="captured")
     pgpubsub.notify(Greeting, message="after capture")
-    assert [q["sql"] for q in captured.captured_queries if "pgpubsub_publish_v1" in q["sql"]]
-    messages = [
-        json.loads(payload)["events"][0]["kwargs"]["message"]
-        for payload in received(listen_conn, Greeting.listen_safe_name())
-    ]
+    assert [q["sql"] for q in captured.captured_queries if "pgpubsub_publish_v2" in q["sql"]]
+    messages = [event["kwargs"]["message"] for event in published(Greeting)]
     assert messages == ["first", "after close", "captured", "after capture"]
 
 
-def test_notify_after_a_failed_statement_in_an_inner_atomic_block(listen_conn):
-    listen(listen_conn, Greeting)
+def test_notify_after_a_failed_statement_in_an_inner_atomic_block(published):
     with transaction.atomic():
         pgpubsub.notify(Greeting, message="kept")
         with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT 1/0")
         pgpubsub.notify(Greeting, message="after the error")
-    messages = [
-        json.loads(payload)["events"][0]["kwargs"]["message"]
-        for payload in received(listen_conn, Greeting.listen_safe_name())
-    ]
+    messages = [event["kwargs"]["message"] for event in published(Greeting)]
     assert messages == ["kept", "after the error"]
 
 
-def test_payload_over_notify_limit_is_stored_and_referenced(listen_conn):
-    listen(listen_conn, Greeting)
-    pgpubsub.notify(Greeting, message="z" * 9000)
-    [payload] = received(listen_conn, Greeting.listen_safe_name())
-    ref = json.loads(payload)["ref"]
-    stored = StoredPayload.objects.get(pk=ref)
-    assert json.loads(stored.payload)["events"][0]["kwargs"]["message"] == "z" * 9000
+def test_a_payload_of_any_size_is_one_event(published):
+    pgpubsub.notify(Greeting, message="z" * 100_000)
+    [event] = published(Greeting)
+    assert event["kwargs"]["message"] == "z" * 100_000
 
 
-def test_bulk_insert_sends_one_notification_per_statement(listen_conn):
-    listen(listen_conn, AuthorChannel)
+def test_a_bulk_insert_publishes_one_event_per_row(published):
     Author.objects.bulk_create([Author(name=f"a{i}") for i in range(5)])
-    messages = [json.loads(p) for p in received(listen_conn, AuthorChannel.listen_safe_name())]
-    after = [m for m in messages if "after_insert" in m["trigger"]]
-    before = [m for m in messages if "before_insert" in m["trigger"]]
-    assert len(after) == 1 and len(after[0]["events"]) == 5
+    events = published(AuthorChannel)
+    after = [e for e in events if e["trigger"] == "after_insert"]
+    before = [e for e in events if e["trigger"] == "before_insert"]
+    assert [e["new"]["name"] for e in after] == [f"a{i}" for i in range(5)]
+    assert all(e["op"] == "INSERT" and "old" not in e for e in after)
     assert len(before) == 5
+
+
+def _wake_ups(conn: psycopg.Connection, channel: str) -> int:
+    """How many NOTIFYs on ``channel`` ``conn`` has received (a marker ends the count)."""
+    marker = f"marker-{uuid.uuid4().hex}"
+    conn.execute("SELECT pg_notify(%s, %s)", [channel, marker])
+    count = 0
+    for note in conn.notifies(timeout=20):
+        if note.channel != channel:
+            continue
+        if note.payload == marker:
+            return count
+        assert note.payload == "", "a version 2 wake-up carries no payload"
+        count += 1
+    raise AssertionError(f"timed out waiting for the marker {marker!r} on {channel}")
+
+
+def test_writers_wake_a_sleeping_reader_once_per_transaction_and_no_one_else(listen_conn):
+    name = AuthorChannel.listen_safe_name()
+    listen_conn.execute(f"LISTEN {name}")
+    # No reader holds the channel's key: nobody is asleep, nothing is sent.
+    Author.objects.bulk_create([Author(name=f"a{i}") for i in range(5)])
+    assert _wake_ups(listen_conn, name) == 0
+    # A reader asleep on the channel (it holds the key).
+    assert execute(listen_conn.cursor(), eventlog.ask_to_sleep([AuthorChannel.wake_key()])) == "h"
+    # Five BEFORE row triggers and one AFTER statement trigger, one wake-up:
+    # identical NOTIFYs in one transaction are delivered once.
+    Author.objects.bulk_create([Author(name=f"b{i}") for i in range(5)])
+    Author.objects.create(name="c")
+    assert _wake_ups(listen_conn, name) == 2
+    execute(listen_conn.cursor(), eventlog.give_back([AuthorChannel.wake_key()]))
+    Author.objects.create(name="d")
+    assert _wake_ups(listen_conn, name) == 0
+
+
+def test_a_reader_cannot_go_to_sleep_while_a_writer_is_in_flight(listen_conn):
+    key = AuthorChannel.wake_key()
+    with psycopg.connect(db_url()) as writer:
+        writer.execute("INSERT INTO app_author (name, bio) VALUES ('w', '')")
+        assert execute(listen_conn.cursor(), eventlog.ask_to_sleep([key])) == "b"
+        writer.commit()
+    assert execute(listen_conn.cursor(), eventlog.ask_to_sleep([key])) == "h"
+    with psycopg.connect(db_url(), autocommit=True) as other_reader:
+        assert execute(other_reader.cursor(), eventlog.ask_to_sleep([key])) == "r"
 
 
 def test_before_delete_trigger_does_not_cancel_the_delete():
@@ -175,16 +204,19 @@ def test_hostile_payload_is_stored_verbatim():
 
 
 def test_worker_reads_a_burst_of_notifications_whole_in_order_and_capped(listen_conn, settings):
-    # The worker reads on while NOTIFYs are already there, up to the batch
-    # size: nothing may be lost, reordered or held back by that.
+    # NOTIFYs that carry events (sent by the SQL of version 1 or by
+    # django-pgpubsub 1.3.1) are read while they are already there, up to
+    # the batch size: nothing may be lost, reordered or held back by that.
     from pgpubsub.worker import Worker
 
     settings.PGPUBSUB_BATCH_SIZE = 300
     worker = Worker([Greeting])
-    listen(listen_conn, Greeting)
-    with transaction.atomic():
+    name = Greeting.listen_safe_name()
+    listen_conn.execute(f"LISTEN {name}")
+    with transaction.atomic(), connection.cursor() as cursor:
         for i in range(1_000):
-            pgpubsub.notify(Greeting, message=f"m{i}")
+            message = json.dumps({"events": [{"kwargs": {"message": f"m{i}"}}]})
+            cursor.execute("SELECT pg_notify(%s, %s)", [name, message])
     got: list[str] = []
     sizes: list[int] = []
     deadline = time.monotonic() + 30
@@ -208,18 +240,15 @@ class Routed(pgpubsub.Channel):
     count: int = 0
 
 
-def test_a_field_named_using_is_a_field_not_the_database(listen_conn):
-    listen(listen_conn, Routed)
+def test_a_field_named_using_is_a_field_not_the_database(published):
     returned = pgpubsub.notify(Routed, using="replica-7", count=3)
-    [payload] = received(listen_conn, Routed.listen_safe_name())
-    assert json.loads(payload)["events"] == [{"kwargs": {"using": "replica-7", "count": 3}}]
+    assert published(Routed) == [{"kwargs": {"using": "replica-7", "count": 3}}]
     # notify() returns the payload, as 1.3.1's did.
     assert json.loads(returned) == {"kwargs": {"using": "replica-7", "count": 3}}
 
 
-def test_using_names_the_database_for_other_channels(listen_conn):
-    listen(listen_conn, Greeting)
+def test_using_names_the_database_for_other_channels(published):
     with pytest.raises(ConnectionDoesNotExist, match="nowhere"):
         pgpubsub.notify(Greeting, message="x", using="nowhere")
     pgpubsub.notify(Greeting, message="x", using="default")
-    assert len(received(listen_conn, Greeting.listen_safe_name())) == 1
+    assert len(published(Greeting)) == 1

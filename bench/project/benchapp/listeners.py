@@ -7,7 +7,15 @@ import time
 
 import pgpubsub
 
-from .channels import BroadcastMessage, BroadcastRowChannel, DurableMessage, DurableRowChannel
+from . import channels
+from .channels import (
+    BroadcastMessage,
+    BroadcastRowChannel,
+    DurableMessage,
+    DurableRowChannel,
+    TimedBroadcastChannel,
+    TimedDurableChannel,
+)
 from .models import Processed
 
 PID = os.getpid()
@@ -35,3 +43,20 @@ def on_broadcast_message(n):
 @pgpubsub.listener(DurableMessage)
 def on_durable_message(n):
     record("durable_msg", n)
+
+
+@pgpubsub.post_insert_listener(TimedBroadcastChannel)
+def on_timed_broadcast(old, new):
+    record("timed_broadcast", new.pk)
+
+
+@pgpubsub.post_insert_listener(TimedDurableChannel)
+def on_timed_durable(old, new):
+    record("timed_durable", new.pk)
+
+
+if hasattr(channels, "RetainedRowChannel"):
+
+    @pgpubsub.post_insert_listener(channels.RetainedRowChannel)
+    def on_retained_row(old, new):
+        record("retained_row", new.pk)

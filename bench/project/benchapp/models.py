@@ -2,14 +2,18 @@
 
 ``BroadcastRow`` and ``DurableRow`` carry one listener trigger each (see
 ``listeners.py``); ``PlainRow`` has the same columns and no trigger, the
-reference for the write-path workload. ``Processed`` is what the listeners
-write: one row per event they handle, so the harness can count lost and
-duplicated events and read the time each was handled.
+reference for the write-path workload. The ``Timed*Row`` tables of the
+concurrent-writers workload (8) also record when each row was inserted, so
+the harness can measure commit-to-listener latency without asking the
+writers (pgbench) anything. ``Processed`` is what the listeners write: one
+row per event they handle, so the harness can count lost and duplicated
+events and read the time each was handled.
 """
 
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Func
 
 
 class SourceRow(models.Model):
@@ -30,6 +34,32 @@ class DurableRow(SourceRow):
 
 class PlainRow(SourceRow):
     pass
+
+
+class TimedRow(SourceRow):
+    #: Set by the database when the row is inserted: slightly before its commit.
+    inserted_at = models.DateTimeField(
+        db_default=Func(function="clock_timestamp", output_field=models.DateTimeField())
+    )
+
+    class Meta:
+        abstract = True
+
+
+class TimedPlainRow(TimedRow):
+    """No trigger: the reference of workload 8."""
+
+
+class TimedBroadcastRow(TimedRow):
+    pass
+
+
+class TimedDurableRow(TimedRow):
+    pass
+
+
+class TimedRetainedRow(TimedRow):
+    """Published on a channel with ``retention`` when the installed pgpubsub has it."""
 
 
 class Processed(models.Model):
