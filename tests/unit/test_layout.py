@@ -119,13 +119,16 @@ def test_the_import_graph_sees_relative_imports():
 #: a module imports only from its own layer and the layers before it.
 LAYERS = [
     ["exceptions", "conf", "observe", "logs", "backoff", "selfpipe", "sql", "server_version"],
-    ["wire", "codec", "rows"],
+    ["wire", "codec", "rows", "positions", "wakeups"],
     ["registry", "context", "channel", "models", "triggers", "listeners", "notify"],
-    ["connector", "connection", "store", "outbox"],
-    ["calling", "delivery", "broadcast", "durable"],
-    ["probes", "status", "drift", "migration_order", "checks", "admin"],
-    ["worker", "supervisor", "listen"],
+    ["connector", "connection", "store", "outbox", "eventlog", "retention"],
+    ["calling", "delivery", "broadcast", "durable", "hub"],
+    ["probes", "status", "drift", "migration_order", "checks", "admin", "eventjson", "scope"],
+    ["worker", "supervisor", "listen", "sse"],
     [
+        "contrib",
+        "contrib.channels",
+        "contrib.reflex",
         "health",
         "metrics",
         "opsserver",
