@@ -116,13 +116,19 @@ def _kind_error(channel: type[BaseChannel]) -> str | None:
 
 
 class Subscriber:
-    """One subscription's queue and position; iterate it with ``async for``."""
+    """One subscription's queue and position; iterate it with ``async for``.
+
+    The queue is a deque that the hub appends to and the consumer pops from,
+    both in the event loop's thread: no lock. A consumer with nothing to read
+    waits on one future, which the next :meth:`offer` (or the end of the
+    subscription) completes. Delivering an event to a subscriber costs an
+    append, and a consumer wakes once for everything that arrived meanwhile.
+    """
 
     def __init__(self, hub: Hub, channels: list[type[BaseChannel]], max_queue: int) -> None:
         self.hub = hub
         self.channels = channels
         self.names = {channel.listen_safe_name(): channel for channel in channels}
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(max_queue)
         self.max_queue = max_queue
         #: Events at or before this position are not for this subscriber.
         self.start = Position(0, 0)
@@ -134,12 +140,12 @@ class Subscriber:
         #: delivered, that the iterator raises once the queue is empty.
         self.ended: Callable[[str | None], PgpubsubError] | None = None
         self.retained_only = all(channel.retained() for channel in channels)
-        self._wakeup = asyncio.Event()
         #: The replay of a subscription with ``since``, while it runs.
         self.catching_up: asyncio.Task[None] | None = None
-        #: next_batch()'s pending queue.get(), kept across timeouts so that
-        #: an event it takes is never lost.
-        self._getter: asyncio.Future[Event] | None = None
+        self._queue: collections.deque[Event] = collections.deque()
+        # The consumer's wait for an event, and a replay's wait for room.
+        self._ready: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
 
     def offer(self, position: Position, event: Event) -> None:
         """The hub has read an event of one of this subscriber's channels."""
@@ -151,10 +157,50 @@ class Subscriber:
                 return
             self.held.append((position, event))
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._queue) >= self.max_queue:
             self.fail(self._too_slow)
+            return
+        self._queue.append(event)
+        self._wake()
+
+    async def put(self, event: Event) -> None:
+        """Queue ``event``, waiting while the queue is full (a replay, not the hub, uses it)."""
+        while len(self._queue) >= self.max_queue and self.ended is None:
+            self._room = asyncio.get_running_loop().create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
+        if self.ended is None:
+            self._queue.append(event)
+            self._wake()
+
+    def _wake(self) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    def _take(self, limit: int) -> list[Event]:
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
+        if batch:
+            self.last_id = batch[-1].id
+            room = self._room
+            if room is not None and not room.done():
+                room.set_result(None)
+        return batch
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Wait until an event is queued, the subscription ends, or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        ready = self._ready = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _complete, ready)
+        try:
+            await ready
+        finally:
+            self._ready = None
+            if timer is not None:
+                timer.cancel()
 
     def _too_slow(self, last_id: str | None) -> PgpubsubError:
         return SubscriberTooSlow(last_id, self.max_queue)
@@ -167,7 +213,10 @@ class Subscriber:
         if self.ended is None:
             self.ended = ended
             self.hub.detach(self)
-            self._wakeup.set()
+            self._wake()
+            room = self._room
+            if room is not None and not room.done():
+                room.set_result(None)
 
     @property
     def start_id(self) -> str:
@@ -182,61 +231,40 @@ class Subscriber:
         """The events waiting now (at least one, at most ``limit``), in order.
 
         Waits up to ``timeout`` seconds for the first one and returns an
-        empty list if none came. Unlike ``async for``, a timeout or a
-        cancellation never loses an event. Once the subscription has ended
-        and its events are handed out, raises the error that ended it. Use
-        either this or ``async for`` on a subscriber, not both.
+        empty list if none came. A timeout or a cancellation never loses an
+        event. Once the subscription has ended and its events are handed
+        out, raises the error that ended it. Use either this or ``async
+        for`` on a subscriber, not both.
         """
-        batch: list[Event] = []
-        if self._getter is not None and self._getter.done():
-            batch.append(self._getter.result())
-            self._getter = None
-        if not batch and self.queue.empty():
+        if not self._queue:
             if self.ended is not None:
                 raise self.ended(self.last_id)
-            if self._getter is None:
-                self._getter = asyncio.ensure_future(self.queue.get())
-            self._wakeup.clear()
-            waker = asyncio.ensure_future(self._wakeup.wait())
-            waits: set[asyncio.Future[Any]] = {self._getter, waker}
-            try:
-                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
-            if not self._getter.done():
-                if self.ended is not None and self.queue.empty():
-                    raise self.ended(self.last_id)
-                return []
-            batch.append(self._getter.result())
-            self._getter = None
-        while len(batch) < limit and not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        self.last_id = batch[-1].id
-        return batch
+            await self._wait(timeout)
+            if not self._queue and self.ended is not None:
+                raise self.ended(self.last_id)
+        return self._take(limit)
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Event]:
+        queue = self._queue
         while True:
-            if self.ended is not None and self.queue.empty():
+            while queue:
+                event = queue.popleft()
+                self.last_id = event.id
+                room = self._room
+                if room is not None and not room.done():
+                    room.set_result(None)
+                yield event
+            if self.ended is not None:
                 raise self.ended(self.last_id)
-            if self.queue.empty():
-                self._wakeup.clear()
-                getter = asyncio.ensure_future(self.queue.get())
-                waker = asyncio.ensure_future(self._wakeup.wait())
-                try:
-                    await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waker.cancel()
-                if not getter.done():
-                    getter.cancel()
-                    continue
-                event = getter.result()
-            else:
-                event = self.queue.get_nowait()
-            self.last_id = event.id
-            yield event
+            await self._wait(None)
+
+
+def _complete(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Hub:
@@ -298,7 +326,7 @@ class Hub:
             held = subscriber.held
             while held and subscriber.ended is None:
                 _, event = held.popleft()
-                await subscriber.queue.put(event)
+                await subscriber.put(event)
         except Exception as exc:
             logger.warning("pgpubsub: replaying events for a subscriber failed: %s", exc)
             subscriber.fail(
@@ -363,7 +391,7 @@ class Hub:
                         continue
                     # A replay waits for its reader instead of failing it:
                     # nothing is held in memory here but this batch.
-                    await subscriber.queue.put(await _loaded(event))
+                    await subscriber.put(await _loaded(event))
                 if read.caught_up:
                     return
 
@@ -451,31 +479,33 @@ class Hub:
                 asleep = False
                 await self._wait(conn, None)
                 continue
-            found, beyond = await self._read(conn, channels)
+            read = await self._read(conn, channels)
             await self._maybe_trim(conn)
-            if found:
+            if read.rows and not read.caught_up:
+                continue
+            if read.rows:
+                # Caught up: ask to sleep now rather than read once more first.
                 asleep = False
                 busy.reset()
+            elif asleep:
+                busy.reset()
+                timeout = conf.poll_interval() if self.sleep.relying else SAFETY_POLL_SECONDS
+                await self._wait(conn, timeout)
+                asleep = False
                 continue
-            if beyond:
+            if read.beyond:
                 await self._wait(conn, busy.next())
                 continue
-            if not asleep:
-                asked = self.sleep.to_request(channels)
-                if asked:
-                    keys = [wake_key(name) for name in asked]
-                    answer = await AsyncConnector(conn).run(eventlog.ask_to_sleep(keys))
-                    if self.sleep.answered(asked, answer):
-                        await self._wait(conn, busy.next())
-                        continue
-                # Read once more: what writers committed before the keys were
-                # taken is visible now, and later writers will wake us.
-                asleep = True
-                continue
-            busy.reset()
-            timeout = conf.poll_interval() if self.sleep.relying else SAFETY_POLL_SECONDS
-            await self._wait(conn, timeout)
-            asleep = False
+            asked = self.sleep.to_request(channels)
+            if asked:
+                keys = [wake_key(name) for name in asked]
+                answer = await AsyncConnector(conn).run(eventlog.ask_to_sleep(keys))
+                if self.sleep.answered(asked, answer):
+                    await self._wait(conn, busy.next())
+                    continue
+            # Read once more: what writers committed before the keys were
+            # taken is visible now, and later writers will wake us.
+            asleep = True
 
     async def _take_notifies(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         """Handle the NOTIFYs already received; return whether there were any."""
@@ -513,8 +543,8 @@ class Hub:
 
     async def _read(
         self, conn: psycopg.AsyncConnection[Any], channels: dict[str, type[BaseChannel]]
-    ) -> tuple[bool, bool]:
-        """Read and fan out the next events; return (found any, events wait beyond the horizon)."""
+    ) -> eventlog.LogRead:
+        """Read the next events and offer each, decoded once, to its channel's subscribers."""
         assert self.position is not None
         read = await AsyncConnector(conn).run(
             eventlog.read(eventlog.tables(channels.values()), self.position)
@@ -531,7 +561,7 @@ class Hub:
                     subscriber.offer(row.position, event)
             self.position = row.position
         self.position = read.position
-        return bool(read.rows), read.beyond
+        return read
 
     def _decode(self, row: eventlog.LogRow, channels: dict[str, type[BaseChannel]]) -> Event | None:
         """The event of a row, decoded once for every subscriber (None if undecodable)."""
@@ -655,9 +685,8 @@ class Subscription:
     async def __aexit__(self, *exc: object) -> None:
         if self.subscriber is not None:
             self.subscriber.hub.detach(self.subscriber)
-            for task in (self.subscriber._getter, self.subscriber.catching_up):
-                if task is not None:
-                    task.cancel()
+            if self.subscriber.catching_up is not None:
+                self.subscriber.catching_up.cancel()
             self.subscriber = None
 
     def __enter__(self) -> None:

@@ -215,41 +215,44 @@ class Worker:
         fd = conn.fileno()
         asleep = False
         while not self.stopping:
-            progressed = self._take_notifies(conn)
-            beyond = False
+            delivered = self._take_notifies(conn)
+            beyond = more = False
             if self.streams:
                 read = self._read_streams(conn)
-                progressed = progressed or bool(read.rows)
+                delivered = delivered or bool(read.rows)
+                more = bool(read.rows) and not read.caught_up
                 beyond = read.beyond
             if self.durable:
-                progressed = self._drain_due() or progressed
+                delivered = self._drain_due() or delivered
             self._maybe_trim(conn)
             if self.stopping:
                 break
-            if progressed:
+            if more:
+                continue
+            if delivered:
+                # Caught up: ask to sleep now rather than read once more first.
                 asleep = False
                 self.busy.reset()
+            elif asleep:
+                self.busy.reset()
+                waker.wait([fd], self._idle_timeout())
+                asleep = False
                 continue
             if beyond:
                 # Events wait behind an older transaction still running.
                 waker.wait([fd], self.busy.next())
                 continue
-            if not asleep:
-                asked = self.sleep.to_request(self.by_db_name)
-                if asked:
-                    keys = [wake_key(name) for name in asked]
-                    with conn.cursor() as cursor:
-                        answer = execute(cursor, eventlog.ask_to_sleep(keys))
-                    if self.sleep.answered(asked, answer):
-                        waker.wait([fd], self.busy.next())
-                        continue
-                # What writers committed before the keys were taken is
-                # visible now: read once more; later writers wake us.
-                asleep = True
-                continue
-            self.busy.reset()
-            waker.wait([fd], self._idle_timeout())
-            asleep = False
+            asked = self.sleep.to_request(self.by_db_name)
+            if asked:
+                keys = [wake_key(name) for name in asked]
+                with conn.cursor() as cursor:
+                    answer = execute(cursor, eventlog.ask_to_sleep(keys))
+                if self.sleep.answered(asked, answer):
+                    waker.wait([fd], self.busy.next())
+                    continue
+            # What writers committed before the keys were taken is visible
+            # now: read once more; later writers wake us.
+            asleep = True
 
     def _idle_timeout(self) -> float | None:
         """How long the worker may wait on its socket once asleep."""
