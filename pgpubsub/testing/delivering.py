@@ -172,13 +172,16 @@ class Deliverer:
                 waiting |= {self._channel(name) for name in due}
                 raise DeliveryLoopError(rounds, sorted(channel.name() for channel in waiting))
             rounds += 1
-            if events:
-                broadcasts.deliver_rows([(self._by_name[row.channel], row) for row in events])
+            # Durable first: a claim deletes rows, and only the ones counted
+            # (and seen by the open captures) are below the rows that this
+            # round's listeners publish, so the limit takes just those.
             claimed = 0
             if due:
                 claimed = stored.drain(
                     self._durable, after=self._outbox_after, limit=sum(due.values())
                 ).claimed
+            if events:
+                broadcasts.deliver_rows([(self._by_name[row.channel], row) for row in events])
             if not events and not claimed:
                 # Due notifications that no claim takes: a listener filter
                 # leaves them out, or another session holds them.
