@@ -191,7 +191,7 @@ class CaptureInTestCase(TestCase):
         assert len(published) == 2
 
     def test_an_unknown_channel_is_an_error(self):
-        with pytest.raises(ChannelNotFound, match="tests.app.channels.Nope"):
+        with pytest.raises(ChannelNotFound, match=r"tests\.app\.channels\.Nope"):
             capture("tests.app.channels.Nope").__enter__()
 
 

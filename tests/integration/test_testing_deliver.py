@@ -150,29 +150,36 @@ class DeliverInTestCase(TestCase):
         assert delivered("order_created") == []
 
     def test_events_published_by_listeners_are_delivered_too(self):
-        with listening(Greeting, relay_to_durable), listening(DurableGreeting, relay_to_broadcast):
-            with deliver() as deliver_now:
-                pgpubsub.notify(Greeting, message="first")
+        with (
+            listening(Greeting, relay_to_durable),
+            listening(DurableGreeting, relay_to_broadcast),
+            deliver() as deliver_now,
+        ):
+            pgpubsub.notify(Greeting, message="first")
         # Greeting -> DurableGreeting -> Greeting: three rounds.
         assert delivered("greet") == ["first", "relayed relayed first"]
         assert delivered("durable_greet") == ["relayed first"]
         assert deliver_now.delivered == 3
 
     def test_listeners_that_keep_publishing_are_stopped(self):
-        with listening(Greeting, echo):
-            with pytest.raises(DeliveryLoopError, match="after 5 rounds") as raised:
-                with deliver(Greeting, max_rounds=5):
-                    pgpubsub.notify(Greeting, message="again")
+        with (
+            listening(Greeting, echo),
+            pytest.raises(DeliveryLoopError, match="after 5 rounds") as raised,
+            deliver(Greeting, max_rounds=5),
+        ):
+            pgpubsub.notify(Greeting, message="again")
         assert raised.value.channels == ["tests.app.channels.Greeting"]
         assert delivered("greet") == ["again"] * 5
 
     @override_settings(PGPUBSUB_BATCH_SIZE=1)
     def test_durable_listeners_that_keep_publishing_are_stopped(self):
         # One notification per claim: a drain would take each new one in turn.
-        with listening(DurableGreeting, echo_stored):
-            with pytest.raises(DeliveryLoopError) as raised:
-                with deliver(DurableGreeting, max_rounds=4):
-                    pgpubsub.notify(DurableGreeting, message="again")
+        with (
+            listening(DurableGreeting, echo_stored),
+            pytest.raises(DeliveryLoopError) as raised,
+            deliver(DurableGreeting, max_rounds=4),
+        ):
+            pgpubsub.notify(DurableGreeting, message="again")
         assert raised.value.rounds == 4
         assert raised.value.channels == ["tests.app.channels.DurableGreeting"]
         assert delivered("durable_greet") == ["again"] * 4
@@ -187,10 +194,12 @@ class DeliverInTestCase(TestCase):
 
     @override_settings(PGPUBSUB_OPTIMISTIC_BATCHES=False)
     def test_failures_are_raised_in_guarded_mode_too(self):
-        with pytest.raises(ValueError, match="ticket bad-2 is bad"):
-            with deliver(TicketChannel, Greeting):
-                Ticket.objects.create(code="bad-2")
-                pgpubsub.notify(Greeting, message="boom")
+        with (
+            pytest.raises(ValueError, match="ticket bad-2 is bad"),
+            deliver(TicketChannel, Greeting),
+        ):
+            Ticket.objects.create(code="bad-2")
+            pgpubsub.notify(Greeting, message="boom")
         assert delivered("greet_second") == ["boom"]
         assert Notification.objects.get().state == Notification.DEAD
 
@@ -226,11 +235,13 @@ class DeliverInTestCase(TestCase):
             deliver()()
 
     def test_a_capture_around_it_records_what_it_consumed(self):
-        with listening(Greeting, relay_to_durable):
-            with capture(Greeting, DurableGreeting, OrderChannel) as published:
-                with deliver():
-                    Order.objects.create(reference="ord-1")
-                    pgpubsub.notify(Greeting, message="hi")
+        with (
+            listening(Greeting, relay_to_durable),
+            capture(Greeting, DurableGreeting, OrderChannel) as published,
+            deliver(),
+        ):
+            Order.objects.create(reference="ord-1")
+            pgpubsub.notify(Greeting, message="hi")
         assert not Notification.objects.exists()
         assert published.channels == [Greeting, OrderChannel, DurableGreeting]
         assert published.of(DurableGreeting)[0].kwargs == {"message": "relayed hi"}
@@ -266,9 +277,8 @@ class DeliverInTransactionTestCase(TransactionTestCase):
 
     @override_settings(PGPUBSUB_RETRY_BACKOFF=60)
     def test_a_failing_durable_notification_waits_for_its_retry(self):
-        with pytest.raises(RuntimeError, match="the probe p-1 always fails"):
-            with deliver(RetryProbe):
-                pgpubsub.notify(RetryProbe, label="p-1")
+        with pytest.raises(RuntimeError, match="the probe p-1 always fails"), deliver(RetryProbe):
+            pgpubsub.notify(RetryProbe, label="p-1")
         # Recorded as a worker records it, and not retried before it is due.
         stored = Notification.objects.get()
         assert (stored.state, stored.attempts) == (Notification.PENDING, 1)
