@@ -15,8 +15,33 @@ meanwhile (:mod:`pgpubsub.testing.reading`). See :doc:`/testing`.
 
 from __future__ import annotations
 
-from .capturing import Captured, Published, capture
-from .delivering import Deliverer, DeliveryLoopError, deliver
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .capturing import Captured, Published, capture
+    from .delivering import Deliverer, DeliveryLoopError, deliver
+
+# Imported on first use: delivery imports pgpubsub's models, and the pytest
+# plugin, which lives in this package, may be loaded before Django is set up.
+_HOMES = {
+    "Captured": ".capturing",
+    "Published": ".capturing",
+    "capture": ".capturing",
+    "Deliverer": ".delivering",
+    "DeliveryLoopError": ".delivering",
+    "deliver": ".delivering",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Captured",

@@ -21,16 +21,23 @@ transactional database, and they work the same there.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .capturing import Captured, capture
-from .delivering import Deliverer, deliver
+if TYPE_CHECKING:
+    from .capturing import Captured
+    from .delivering import Deliverer
+
+# pgpubsub.testing is imported by the fixtures, not here: this module may be
+# loaded (``-p pgpubsub.testing.pytest_plugin``) before Django is set up.
 
 
 @pytest.fixture
 def pgpubsub_capture(db: None) -> Iterator[Captured]:
     """What the test publishes, as :func:`pgpubsub.testing.capture` records it."""
+    from .capturing import capture
+
     captured = capture().__enter__()
     yield captured
     # The test has looked at it already; reading again could only fail on a
@@ -41,4 +48,6 @@ def pgpubsub_capture(db: None) -> Iterator[Captured]:
 @pytest.fixture
 def pgpubsub_deliver(db: None) -> Deliverer:
     """A started :func:`pgpubsub.testing.deliver`: call it to run the listeners."""
+    from .delivering import deliver
+
     return deliver().start()
