@@ -12,6 +12,7 @@ from django.test import TestCase, TransactionTestCase, override_settings
 
 import pgpubsub
 from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.listen import listen_to_channels, process_notifications
 from pgpubsub.models import Notification
 from pgpubsub.registry import registry
 from pgpubsub.testing import DeliveryLoopError, capture, deliver
@@ -283,3 +284,30 @@ class DeliverInTransactionTestCase(TransactionTestCase):
         stored = Notification.objects.get()
         assert (stored.state, stored.attempts) == (Notification.PENDING, 1)
         assert "the probe p-1 always fails" in stored.last_error
+
+
+class ListenCompatInTestCase(TestCase):
+    """django-pgpubsub 1.3.1's pair, now thin wrappers over a Deliverer, inside a TestCase."""
+
+    def test_process_notifications_delivers_uncommitted_events(self):
+        listening = listen_to_channels()
+        author = Author.objects.create(name="ann")
+        pgpubsub.notify(Greeting, message="boom")
+        Order.objects.create(reference="ord-1")
+
+        process_notifications(listening)  # a listener failure is logged, not raised
+
+        assert delivered("post_insert") == [str(author.pk)]
+        assert delivered("greet_second") == ["boom"]
+        assert delivered("order_created") == ["ord-1"]
+        assert not Notification.objects.exists()
+        assert isinstance(listening.deliverer.failures[0], ValueError)
+        # The LISTEN takes effect only when a transaction commits, which none does here.
+        assert listening.notifies == []
+        listening.stop()
+
+    def test_process_notifications_checks_the_database(self):
+        listening = listen_to_channels([Greeting])
+        with pytest.raises(ValueError, match="listening on 'default'"):
+            process_notifications(listening, using="other")
+        listening.stop()
