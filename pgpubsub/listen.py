@@ -101,9 +101,9 @@ class ListeningConnection:
         self.notifies: list[psycopg.Notify] = []
         self.channels = channels
         self.using = using
-        #: Runs the listeners of what was published since: broadcast and
-        #: retained events written from now on, and every stored
-        #: notification of the durable channels, as before.
+        #: The :class:`pgpubsub.testing.Deliverer` that runs the listeners of
+        #: what is published from now on (and of every stored notification of
+        #: the durable channels, as before).
         self.deliverer = Deliverer(channels, using, raise_errors=False, outbox_after=0).start()
         holder = psycopg.connect(**conninfo_params(using), autocommit=True)
         with holder.cursor() as cursor:

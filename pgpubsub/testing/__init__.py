@@ -10,7 +10,7 @@
 All of them work inside Django's ``TestCase``, where nothing commits, as
 well as in ``TransactionTestCase``: they read the rows written since they
 started, of the test's own transaction and of transactions that committed
-meanwhile (:mod:`pgpubsub.testing.reading`). See :doc:`/testing`.
+meanwhile (``pgpubsub.testing.reading``). See :doc:`/testing`.
 """
 
 from __future__ import annotations

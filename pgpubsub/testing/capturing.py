@@ -25,8 +25,6 @@ from ..exceptions import PayloadError
 from ..wire import decode_stored_event, event_decoder, preview
 from .reading import NewRows
 
-ChannelRef = type[BaseChannel] | str
-
 
 @dataclasses.dataclass
 class Published:
@@ -39,14 +37,14 @@ class Published:
 
     #: The channel class.
     channel: type[BaseChannel]
-    #: What a listener of the channel receives: ``{"old": ..., "new": ...}``
+    #: What a listener of the channel receives, ``{"old": ..., "new": ...}``
     #: (model instances or ``None``) for a trigger channel, the typed fields
     #: for an app channel.
     kwargs: dict[str, Any]
     #: ``"INSERT"``, ``"UPDATE"`` or ``"DELETE"`` for a trigger channel, else ``None``.
     op: str | None = None
-    #: The trigger that published it: ``"after_insert"``, ``"before_update"``
-    #: and so on, or a custom trigger's name; ``None`` for an app channel.
+    #: The trigger that published it (``"after_insert"``, ``"before_update"``
+    #: and so on, or a custom trigger's name); ``None`` for an app channel.
     trigger: str | None = None
     #: The notification context, if one was set.
     context: dict[str, Any] | None = None
@@ -99,7 +97,7 @@ def decode(channel: type[BaseChannel], payload: str, *, stored: bool, using: str
     return Published(channel, kwargs, event.op, event.trigger, event.context or None)
 
 
-def selected_channels(channels: Sequence[ChannelRef]) -> list[type[BaseChannel]]:
+def selected_channels(channels: Sequence[type[BaseChannel] | str]) -> list[type[BaseChannel]]:
     """The channel classes defined so far that are one of ``channels`` or a subclass.
 
     Every channel class when none is given.
@@ -148,7 +146,7 @@ class Captured(Sequence[Published]):
     other.
     """
 
-    def __init__(self, channels: Sequence[ChannelRef], using: str | None) -> None:
+    def __init__(self, channels: Sequence[type[BaseChannel] | str], using: str | None) -> None:
         self._given = tuple(channels)
         self.using = using or conf.database_alias()
         self._events: list[Published] = []
@@ -218,7 +216,7 @@ class Captured(Sequence[Published]):
         return list(self._events)
 
     def of(
-        self, channel: ChannelRef, *, op: str | None = None, trigger: str | None = None
+        self, channel: type[BaseChannel] | str, *, op: str | None = None, trigger: str | None = None
     ) -> list[Published]:
         """The events of ``channel`` (class or dotted path), of one ``op`` or ``trigger`` if given.
 
@@ -258,7 +256,7 @@ class Captured(Sequence[Published]):
         return f"<Captured ({state}) {self._events!r}>"
 
 
-def capture(*channels: ChannelRef, using: str | None = None) -> Captured:
+def capture(*channels: type[BaseChannel] | str, using: str | None = None) -> Captured:
     """Record what the block publishes::
 
         with pgpubsub.testing.capture() as published:

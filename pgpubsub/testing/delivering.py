@@ -40,7 +40,7 @@ from ..delivery import Delivery
 from ..durable import DurableDelivery
 from ..exceptions import ChannelNotFound, PgpubsubError
 from ..registry import registered_channels
-from .capturing import ChannelRef, collect_open
+from .capturing import collect_open
 from .reading import NewRows
 
 #: Rounds a delivery may take before it is called a loop.
@@ -199,7 +199,7 @@ class Deliverer:
 
 
 def deliver(
-    *channels: ChannelRef,
+    *channels: type[BaseChannel] | str,
     using: str | None = None,
     raise_errors: bool = True,
     max_rounds: int = MAX_ROUNDS,
