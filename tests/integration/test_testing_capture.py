@@ -153,16 +153,20 @@ class CaptureInTestCase(TestCase):
         assert [event.kwargs["message"] for event in published] == ["kept"]
 
     def test_events_come_in_the_order_they_were_published(self):
-        with capture(Greeting, AuthorChannel) as published:
+        with capture(Greeting, AuthorChannel, OrderChannel) as published:
             pgpubsub.notify(Greeting, message="first")
+            Order.objects.create(reference="durable")
             Author.objects.create(name="second")
             pgpubsub.notify(LoudGreeting, message="third")
 
+        # One transaction: broadcast and retained channels in order, then
+        # durable ones (the outbox and the event tables share no sequence).
         assert published.channels == [
             Greeting,
             AuthorChannel,
             AuthorChannel,
             LoudGreeting,
+            OrderChannel,
         ]
 
     def test_channels_narrow_what_is_captured_and_include_subclasses(self):
@@ -208,6 +212,13 @@ class CaptureInTransactionTestCase(TransactionTestCase):
         assert published.of(RetainedAuthorChannel)[0].new == author
         assert published.of(Greeting)[0].kwargs == {"message": "hi", "count": 0}
         assert published.of(OrderChannel)[0].new == order
+
+    def test_transactions_come_in_the_order_they_began(self):
+        with capture(Greeting, OrderChannel) as published:
+            Order.objects.create(reference="first")
+            pgpubsub.notify(Greeting, message="second")
+            Order.objects.create(reference="third")
+        assert published.channels == [OrderChannel, Greeting, OrderChannel]
 
     def test_a_block_inside_a_transaction_sees_its_uncommitted_events(self):
         with transaction.atomic():
