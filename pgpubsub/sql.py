@@ -598,8 +598,8 @@ def row_as_table(table: str, rows_alias: str, json_column: str) -> str:
 # * the current transaction's id, if it has one, and the highest event-table
 #   id it has written: a row of the current transaction is new when its id is
 #   above that (ids of one session only increase: the sequence's cache is per
-#   session). A snapshot cannot tell these apart: it leaves out its own
-#   transaction whatever that has written;
+#   session). The snapshot cannot serve here: all of a transaction's rows
+#   carry one xid, written before the snapshot or after it;
 # * the outbox's highest id: the outbox has no transaction column, so its
 #   rows are new when their id is above the last read's highest.
 

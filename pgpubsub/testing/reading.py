@@ -12,7 +12,8 @@ wrote it, with marks that each read returns for the next one (see the
   in the snapshot of the last read: it has committed since;
 * a row of the current transaction is new when its id is above the highest
   id the transaction had written at the last read (a session's ids only
-  increase), since a snapshot leaves its own transaction out;
+  increase): its rows all carry the same transaction id, written before
+  the last read or after it;
 * an outbox row is new when its id is above the highest one read: the
   outbox has no transaction column. (A transaction that took its id before
   the start and commits after it is not seen; a test rarely has one.)
