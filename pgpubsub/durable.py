@@ -81,12 +81,17 @@ class DurableDelivery(Delivery):
         batch_size: int | None = None,
         stopping: Callable[[], bool] = never,
         retries: bool = True,
+        after: int = 0,
+        limit: int | None = None,
     ) -> Drained:
         """Process the stored notifications of ``channels`` until none are due.
 
         Returns how many notifications it claimed and the monotonic times at
         which the retries it scheduled fall due. ``batch_size`` defaults to ``PGPUBSUB_BATCH_SIZE``;
-        ``stopping`` is asked before each batch.
+        ``stopping`` is asked before each batch. Only notifications with an
+        id above ``after`` are claimed, and at most ``limit`` of them
+        (``None``: no limit); :mod:`pgpubsub.testing` uses both to deliver
+        the notifications a test published, one generation at a time.
 
         Claims go forward by id (keyset), so each claim reads only fresh index
         entries however large the backlog; notifications skipped because
@@ -106,11 +111,12 @@ class DurableDelivery(Delivery):
         self._scheduled = scheduled
         # A listener filter is a Q over the ORM, so it always claims guarded.
         if not self.optimistic or self._extra_filter() is not None:
-            claimed = self._pass(by_name, size, stopping, self._guarded)
+            claimed = self._pass(by_name, size, stopping, self._guarded, after, limit)
         else:
-            claimed = self._pass(by_name, size, stopping, self._first_attempts)
-            if retries:
-                claimed += self._pass(by_name, size, stopping, self._retries)
+            claimed = self._pass(by_name, size, stopping, self._first_attempts, after, limit)
+            if retries and (limit is None or claimed < limit):
+                rest = None if limit is None else limit - claimed
+                claimed += self._pass(by_name, size, stopping, self._retries, after, rest)
         return Drained(claimed, scheduled)
 
     def _extra_filter(self) -> Q | None:
@@ -121,14 +127,25 @@ class DurableDelivery(Delivery):
             self._filter_provider = import_string(path)()
         return self._filter_provider.get_filter() or Q()
 
-    def _pass(self, by_name: ByName, size: int, stopping: Callable[[], bool], claim: Claim) -> int:
-        """Claim and process batches with ``claim`` from the lowest id up, until none is left.
+    def _pass(
+        self,
+        by_name: ByName,
+        size: int,
+        stopping: Callable[[], bool],
+        claim: Claim,
+        after: int,
+        limit: int | None,
+    ) -> int:
+        """Claim and process batches with ``claim`` from ``after`` up, until none is left.
 
-        Returns how many notifications it claimed.
+        Returns how many notifications it claimed (at most ``limit``).
         """
-        after = 0
         claimed = 0
         while not stopping():
+            if limit is not None:
+                size = min(size, limit - claimed)
+                if size <= 0:
+                    break
             rows = claim(by_name, after, size, self._extra_filter())
             claimed += len(rows)
             if not rows:

@@ -3,10 +3,12 @@
 ``listen()`` runs a worker in the calling process. ``listen_to_channels()``
 and ``process_notifications()`` are the pair that 1.3.1's own tests, and
 many users' test suites, drive by hand: LISTEN on the Django connection,
-write something, then deliver what that connection received, synchronously
-and in the calling thread. Both are thin wrappers over the worker's
-deliveries (``pgpubsub.broadcast`` and ``pgpubsub.durable``), so delivery
-follows the same rules as in ``manage.py listen``.
+write something, then deliver what was published since, synchronously
+and in the calling thread. They are thin wrappers over
+:func:`pgpubsub.testing.deliver` (a :class:`~pgpubsub.testing.Deliverer`
+started when the channels are listened to), so delivery follows the same
+rules as in ``manage.py listen``; new tests can use :mod:`pgpubsub.testing`
+directly.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from . import conf, eventlog, sql
 from .broadcast import BroadcastDelivery
 from .channel import BaseChannel, locate_channel
 from .connection import conninfo_params
-from .connector import SyncConnector, execute
+from .connector import execute
 from .delivery import split_notifies
 from .drift import log_warnings
 from .durable import DurableDelivery
 from .exceptions import ChannelNotFound
 from .registry import channel_for_db_name, registered_channels
+from .testing.delivering import Deliverer
 from .wakeups import wake_key
 from .worker import Worker
 
@@ -88,7 +91,7 @@ class ListeningConnection:
     holds the channels' keys as a sleeping reader would, until :meth:`stop`
     (or until this object is dropped). The NOTIFYs are wake-ups: the events
     themselves are in the event tables and the outbox, where
-    :func:`process_notifications` reads them.
+    :func:`process_notifications` reads them (through :attr:`deliverer`).
     """
 
     def __init__(
@@ -97,10 +100,11 @@ class ListeningConnection:
         self.connection = connection
         self.notifies: list[psycopg.Notify] = []
         self.channels = channels
-        self.durable = [channel for channel in channels if channel.lock_notifications]
-        self.tables = eventlog.tables(c for c in channels if not c.lock_notifications)
-        #: Where :func:`process_notifications` reads on in the event tables.
-        self.position = SyncConnector(using).run(eventlog.checkpoint()).position
+        self.using = using
+        #: The :class:`pgpubsub.testing.Deliverer` that runs the listeners of
+        #: what is published from now on (and of every stored notification of
+        #: the durable channels, as before).
+        self.deliverer = Deliverer(channels, using, raise_errors=False, outbox_after=0).start()
         holder = psycopg.connect(**conninfo_params(using), autocommit=True)
         with holder.cursor() as cursor:
             keys = sorted({wake_key(channel.listen_safe_name()) for channel in channels})
@@ -129,13 +133,14 @@ def listen_to_channels(
     ``channels`` are classes or dotted paths and include their subclasses
     with listeners (default: every channel with a listener), as in
     django-pgpubsub 1.3.1. ``using`` is the database alias (default
-    ``PGPUBSUB_DATABASE``). The LISTEN statements run in a transaction of
-    their own and take effect when it commits, so call this outside
-    ``transaction.atomic()`` (in a ``TransactionTestCase`` or a
-    ``django_db(transaction=True)`` test, not in a ``TestCase``).
+    ``PGPUBSUB_DATABASE``).
 
     Pass the result to :func:`process_notifications` to run the listeners
-    of what was published since.
+    of what was published since. That works in any test, ``TestCase``
+    included. The ``notifies`` list of the result, however, fills only as
+    transactions commit: the LISTEN statements themselves take effect when
+    theirs commits, so in a ``TestCase`` (or inside
+    ``transaction.atomic()``) it stays empty.
     """
     selected = _selected(channels)
     if not selected:
@@ -151,33 +156,31 @@ def listen_to_channels(
 def process_notifications(listening: ListeningConnection, *, using: str | None = None) -> None:
     """Run the listeners of everything published on ``listening``'s channels since, then return.
 
-    Broadcast and retained channels' events are read from the event tables
-    after the position ``listening`` has reached; durable channels' stored
-    notifications are processed as a worker would (claimed, run, deleted in
-    one transaction; a failure is retried later, up to
-    ``PGPUBSUB_MAX_ATTEMPTS``); messages that arrived in NOTIFY payloads
-    (from the SQL of version 1 or django-pgpubsub 1.3.1) are delivered from
-    them. What the listeners publish in turn is processed too, until nothing
-    is left. ``PGPUBSUB_LISTENER_FILTER`` and the other settings are read on
-    each call.
+    A thin wrapper over ``listening.deliverer``, a
+    :class:`pgpubsub.testing.Deliverer`: broadcast and retained channels'
+    events written since :func:`listen_to_channels` are delivered from the
+    event tables, committed or not; durable channels' stored notifications
+    are processed as a worker would (claimed, run, deleted in one
+    transaction; a failure is logged and retried later, up to
+    ``PGPUBSUB_MAX_ATTEMPTS``, and not raised here). Messages that arrived in
+    NOTIFY payloads (from the SQL of version 1 or django-pgpubsub 1.3.1) are
+    delivered from them. What the listeners publish in turn is processed
+    too, until nothing is left (:class:`pgpubsub.testing.DeliveryLoopError`
+    if they never stop). ``PGPUBSUB_LISTENER_FILTER`` and the other settings
+    are read on each call. ``using``, if given, must be the database
+    ``listening`` was opened on.
     """
-    alias = using or conf.database_alias()
-    broadcasts, stored = BroadcastDelivery(alias), DurableDelivery(alias)
-    connector = SyncConnector(alias)
-    by_name = {channel.listen_safe_name(): channel for channel in listening.channels}
-    progressed = True
-    while progressed:
+    if using is not None and using != listening.using:
+        raise ValueError(
+            f"process_notifications(using={using!r}) was given a connection listening on "
+            f"{listening.using!r}; leave out using= or pass {listening.using!r}"
+        )
+    broadcasts = BroadcastDelivery(listening.using)
+    while True:
         listening.poll()
         received, listening.notifies = listening.notifies, []
         messages, _woken = split_notifies(received, channel_for_db_name)
         if messages:
             broadcasts.deliver(messages)
-        progressed = bool(messages)
-        if listening.tables:
-            read = connector.run(eventlog.read(listening.tables, listening.position))
-            listening.position = read.position
-            if read.rows:
-                broadcasts.deliver_rows([(by_name[row.channel], row) for row in read.rows])
-                progressed = True
-        if listening.durable and stored.drain(listening.durable).claimed:
-            progressed = True
+        if not listening.deliverer() and not messages:
+            return

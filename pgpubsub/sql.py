@@ -583,3 +583,86 @@ def scope_rows(rows_alias: str, json_column: str, number_column: str, scope_sql:
 def row_as_table(table: str, rows_alias: str, json_column: str) -> str:
     """The FROM item that stands for ``table`` (quoted) with one event row's values."""
     return f"json_populate_record(NULL::{table}, {rows_alias}.{json_column}) AS {table}"
+
+
+# -- what a test published (pgpubsub.testing) ---------------------------------------
+#
+# A test's events may be rows of its own transaction, never committed (Django's
+# TestCase), or rows other transactions committed (TransactionTestCase), or
+# both. A read below the horizon (read_events) sees neither in time, so
+# pgpubsub.testing reads "the rows written since the last read" with marks
+# each read returns for the next one:
+#
+# * the snapshot it ran under: a row of another transaction is new when its
+#   transaction is not visible in the previous snapshot (it committed since);
+# * the current transaction's id, if it has one, and the highest event-table
+#   id it has written: a row of the current transaction is new when its id is
+#   above that (ids of one session only increase: the sequence's cache is per
+#   session). The snapshot cannot serve here: all of a transaction's rows
+#   carry one xid, written before the snapshot or after it;
+# * the outbox's highest id: the outbox has no transaction column, so its
+#   rows are new when their id is above the last read's highest.
+
+# The highest event-table id the current transaction has written (0 if none).
+_OWN_LAST = """coalesce(greatest(
+        (SELECT max(id) FROM pgpubsub_event WHERE xid = pg_current_xact_id_if_assigned()),
+        (SELECT max(id) FROM pgpubsub_broadcast WHERE xid = pg_current_xact_id_if_assigned())
+    ), 0)"""
+
+_OUTBOX_LAST = "(SELECT coalesce(max(id), 0) FROM pgpubsub_notification)"
+
+#: The marks of the first read: snapshot, own transaction id (or NULL), its
+#: highest event-table id, the outbox's highest id.
+TESTING_MARKS = f"""
+SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text,
+    {_OWN_LAST}, {_OUTBOX_LAST}
+"""
+
+# One event table's rows of some channels written since the marks
+# (snapshot, own, own_last); the xmin bound lets the primary key serve it.
+_TESTING_PART = """
+    (SELECT xid, id, channel, payload, created_at FROM {table}
+     WHERE xid >= pg_snapshot_xmin(%(snapshot)s::pg_snapshot) AND channel = ANY({channels})
+       AND CASE WHEN xid = %(own)s::xid8 THEN id > %(own_last)s
+           ELSE NOT pg_visible_in_snapshot(xid, %(snapshot)s::pg_snapshot) END)"""
+
+
+def testing_read_events(tables: dict[str, list[str]]) -> sql.Composed:
+    """The event-table rows of some channels written since the marks, in position order.
+
+    ``tables`` maps a table name to the channel names to read in it (at
+    least one table). Parameters: ``snapshot``, ``own`` (text or NULL),
+    ``own_last``, and ``<table>`` for each table, its channel names. Every
+    result row starts with the marks for the next read (snapshot, own,
+    own_last); with no event, one row of NULLs follows them.
+    """
+    parts = [
+        sql.SQL(_TESTING_PART).format(table=sql.Identifier(table), channels=sql.Placeholder(table))
+        for table in tables
+    ]
+    return sql.SQL(
+        "SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text, "
+        + _OWN_LAST
+        + ",\n    e.xid::text, e.id, e.channel, e.payload::text,"
+        " extract(epoch FROM e.created_at)::float8\n"
+        "FROM (SELECT 1) AS one LEFT JOIN LATERAL ({parts}\n) AS e ON true\n"
+        "ORDER BY e.xid, e.id"
+    ).format(parts=sql.SQL("\n    UNION ALL").join(parts))
+
+
+#: The outbox rows of some channels above an id, in id order: (id, channel names).
+TESTING_READ_OUTBOX = """
+SELECT id, channel, payload::text, extract(epoch FROM created_at)::float8
+FROM pgpubsub_notification
+WHERE id > %s AND channel = ANY(%s)
+ORDER BY id
+"""
+
+#: How many notifications of each channel above an id a claim would take now:
+#: (id, channel names).
+TESTING_DUE = """
+SELECT channel, count(*) FROM pgpubsub_notification
+WHERE id > %s AND channel = ANY(%s) AND state = 'pending'
+  AND (available_at IS NULL OR available_at <= now())
+GROUP BY channel
+"""

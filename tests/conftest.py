@@ -28,6 +28,10 @@ from psycopg.conninfo import make_conninfo
 REPO = Path(__file__).resolve().parent.parent
 MANAGE = REPO / "tests" / "manage.py"
 
+# pgpubsub's fixtures for users' suites (pgpubsub_capture, pgpubsub_deliver),
+# enabled the way a user enables them.
+pytest_plugins = ["pgpubsub.testing.pytest_plugin"]
+
 
 def wait_for(
     condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
