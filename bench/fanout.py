@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import select
 import subprocess
@@ -79,7 +80,9 @@ def produce(impl: Impl, rate: float, seconds: float) -> dict[str, Any]:
     )
 
 
-def judge(commits: list[list[float]], received: list[tuple[list[int], list[float]]]) -> dict[str, Any]:
+def judge(
+    commits: list[list[float]], received: list[tuple[list[int], list[float]]]
+) -> dict[str, Any]:
     """Correctness and commit-to-arrival latency of every delivery, over every receiver.
 
     ``commits``: [primary key, commit time] for every row written;
@@ -96,10 +99,8 @@ def judge(commits: list[list[float]], received: list[tuple[list[int], list[float
         incomplete += bool(missing)
         duplicated += len(pks) - len(seen)
         unexpected += len(seen - expected)
-        out_of_order += sum(1 for a, b in zip(pks, pks[1:]) if b <= a)
-        delays.extend(
-            (t - commit_at[pk]) * 1000 for pk, t in zip(pks, times) if pk in commit_at
-        )
+        out_of_order += sum(1 for a, b in itertools.pairwise(pks) if b <= a)
+        delays.extend((t - commit_at[pk]) * 1000 for pk, t in zip(pks, times) if pk in commit_at)
     delays.sort()
     return {
         "events": len(expected),
@@ -138,9 +139,7 @@ def fanout_step(
     finally:
         stop_process(proc)
     if not out.exists():
-        raise BenchError(
-            f"the subscriber process wrote no results ({out}); see bench/.work/logs/"
-        )
+        raise BenchError(f"the subscriber process wrote no results ({out}); see bench/.work/logs/")
     dump = json.loads(out.read_text())
     out.unlink()
     received = [(s["pks"], s["ts"]) for s in dump["subscribers"]]
@@ -164,7 +163,9 @@ def fanout_step(
 
 def fanout(impl: Impl, cfg: Any, tick: Any = None) -> dict[str, Any]:
     """Workload 9 at the issue's rate: every subscriber gets every event, in order, soon."""
-    return fanout_step(impl, cfg.fanout_subscribers, cfg.fanout_rate, cfg.fanout_seconds, cfg.fanout_stall)
+    return fanout_step(
+        impl, cfg.fanout_subscribers, cfg.fanout_rate, cfg.fanout_seconds, cfg.fanout_stall
+    )
 
 
 def fanout_max(impl: Impl, cfg: Any, tick: Any = None) -> dict[str, Any]:
@@ -173,9 +174,7 @@ def fanout_max(impl: Impl, cfg: Any, tick: Any = None) -> dict[str, Any]:
 
     def measure(rate: float) -> dict[str, Any]:
         nonlocal done
-        result = fanout_step(
-            impl, cfg.fanout_subscribers, rate, cfg.ramp_seconds, cfg.fanout_stall
-        )
+        result = fanout_step(impl, cfg.fanout_subscribers, rate, cfg.ramp_seconds, cfg.fanout_stall)
         done += 1
         if tick is not None:
             tick(done, 0)

@@ -1,4 +1,4 @@
-"""Watching a process under test from the harness: its database connections, CPU, memory, threads."""
+"""Watching a process under test from the harness: database connections, CPU, memory, threads."""
 
 from __future__ import annotations
 
@@ -42,17 +42,19 @@ class ConnectionSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with contextlib.suppress(psycopg.Error):
-            with psycopg.Connection.connect(
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.Connection.connect(
                 self.impl.db_url, autocommit=True, application_name="bench-harness"
-            ) as conn:
-                while not self._stop.is_set():
-                    rows = conn.execute(_CONNECTIONS, [list(NOT_UNDER_TEST)]).fetchall()
-                    total = sum(count for _, count in rows)
-                    if total >= self.most:
-                        self.most = total
-                        self.by_name = dict(rows)
-                    self._stop.wait(self.interval)
+            ) as conn,
+        ):
+            while not self._stop.is_set():
+                rows = conn.execute(_CONNECTIONS, [list(NOT_UNDER_TEST)]).fetchall()
+                total = sum(count for _, count in rows)
+                if total >= self.most:
+                    self.most = total
+                    self.by_name = dict(rows)
+                self._stop.wait(self.interval)
 
     def __enter__(self) -> ConnectionSampler:
         self._thread.start()

@@ -55,6 +55,8 @@ class Client(asyncio.Protocol):
         self.started = asyncio.get_running_loop().create_future()
         self.done = False
         self.status: bytes | None = None
+        #: The slow client stops reading once, not on every reconnect.
+        self.paused_once = False
         self._reset()
 
     def _reset(self) -> None:
@@ -63,7 +65,6 @@ class Client(asyncio.Protocol):
         self.in_body = False
         self.raw = b""  # chunked body not yet decoded
         self.text = b""  # decoded event-stream text not yet split into events
-        self.paused_once = False
         self.ended = False  # the response's last (empty) chunk arrived
 
     # -- connecting ---------------------------------------------------------------
@@ -72,8 +73,12 @@ class Client(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if self.slow_pause:
-            # A small window: the server's buffers, not this one, must fill.
+            # A small window, and small segments: on loopback (MTU 64 KiB)
+            # the server's kernel would otherwise size its send buffer for
+            # 64 KiB segments and hold megabytes, minutes of events, before
+            # the server itself notices that this client stopped reading.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
         sock.setblocking(False)
         await loop.sock_connect(sock, (self.pool.host, self.pool.port))
         await loop.create_connection(lambda: self, sock=sock)
@@ -94,7 +99,9 @@ class Client(asyncio.Protocol):
         self.transport = None
         if not self.started.done():
             self.started.set_exception(
-                ConnectionError(f"stream {self.path} ended before it started ({exc}): {self.head[:200]!r}")
+                ConnectionError(
+                    f"stream {self.path} ended before it started ({exc}): {self.head[:200]!r}"
+                )
             )
             return
         if self.done or self.pool.closing:
@@ -267,7 +274,7 @@ def main() -> None:
     parser.add_argument("--slow-pause", type=float, default=0.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     result = asyncio.run(run(args))
     with open(args.out, "w") as fh:

@@ -344,7 +344,11 @@ def slow_client(server: Server, cfg: Any) -> dict[str, Any]:
     slow = result.pop("slow")
     # The verdict is the slow client's; the others' figures stay beside it.
     return {
-        **{f"others_{k}": v for k, v in result.items() if k in ("lost", "duplicated", "p99_ms")},
+        **{
+            f"others_{k}": v
+            for k, v in result.items()
+            if k in ("lost", "duplicated", "out_of_order", "p99_ms", "cut_off")
+        },
         **slow,
         # Cut off and resumed with nothing lost: never a silent drop.
         "resumed_whole": bool(slow["cut_off"]) and not slow["lost"] and not slow["duplicated"],
@@ -352,7 +356,7 @@ def slow_client(server: Server, cfg: Any) -> dict[str, Any]:
 
 
 def collapse(server: Server, cfg: Any, tick: Any = None) -> dict[str, Any]:
-    """Workload 12: the highest rate with nothing lost and p99 within a second; the first without."""
+    """Workload 12: the highest rate with nothing lost and p99 within 1 s; the first without."""
     done = 0
 
     def step(rate: float) -> dict[str, Any]:

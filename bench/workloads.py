@@ -281,19 +281,24 @@ def latency(impl: Impl, cfg: Config, mode: str, tick: Any) -> dict[str, Any]:
     }
 
 
-def write_path(impl: Impl, cfg: Config) -> dict[str, Any]:
+def write_path(impl: Impl, cfg: Config, retained: bool = False) -> dict[str, Any]:
     """Workload 5: one INSERT ... SELECT of WRITE_ROWS rows, with each trigger and with none.
 
-    No worker runs: this is the writer's cost alone. The three tables have the
-    same columns; only the trigger differs.
+    No worker runs: this is the writer's cost alone. The tables have the
+    same columns; only the trigger differs. With ``retained`` (ours, once
+    it has ``retention``), also the retained ``LiveChannel``'s table, whose
+    trigger writes each row's event to the event log (issue 14).
     """
     statement = "INSERT INTO {table} (n, label) SELECT g, '' FROM generate_series(1, %s::int) AS g"
-    seconds: dict[str, float] = {}
-    for name, table in (
+    tables = [
         ("none", "benchapp_plainrow"),
         ("broadcast", "benchapp_broadcastrow"),
         ("durable", "benchapp_durablerow"),
-    ):
+    ]
+    if retained:
+        tables.append(("retained", "benchapp_liverow"))
+    seconds: dict[str, float] = {}
+    for name, table in tables:
         truncate(impl, *ALL_TABLES)
         with impl.connect() as conn:
             conn.autocommit = False
@@ -302,13 +307,17 @@ def write_path(impl: Impl, cfg: Config) -> dict[str, Any]:
             conn.commit()
             seconds[name] = time.perf_counter() - started
     truncate(impl, *ALL_TABLES)
-    return {
+    result = {
         "none_s": seconds["none"],
         "broadcast_s": seconds["broadcast"],
         "durable_s": seconds["durable"],
         "broadcast_x": seconds["broadcast"] / seconds["none"],
         "durable_x": seconds["durable"] / seconds["none"],
     }
+    if retained:
+        result["retained_s"] = seconds["retained"]
+        result["retained_x"] = seconds["retained"] / seconds["none"]
+    return result
 
 
 def drain(impl: Impl, cfg: Config, size: int, tick: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -66,9 +67,7 @@ def cmd_produce(args: argparse.Namespace) -> None:
     import pacing
 
     emit(
-        pacing.produce(
-            os.environ["BENCH_DB_URL"], TABLE, args.rate, args.seconds, args.min_period
-        )
+        pacing.produce(os.environ["BENCH_DB_URL"], TABLE, args.rate, args.seconds, args.min_period)
     )
 
 
@@ -104,8 +103,9 @@ def _setup() -> None:
 
 
 async def _fanout(args: argparse.Namespace) -> dict[str, Any]:
-    import pgpubsub
     from benchapp.channels import LiveChannel
+
+    import pgpubsub
 
     recorders = [Recorder() for _ in range(args.subscribers)]
     canonical: dict[str, Any] = {}
@@ -121,14 +121,14 @@ async def _fanout(args: argparse.Namespace) -> dict[str, Any]:
 
     async with contextlib.AsyncExitStack() as stack:
         subscribers = [
-            await stack.enter_async_context(pgpubsub.subscribe(LiveChannel, max_queue=args.max_queue))
+            await stack.enter_async_context(
+                pgpubsub.subscribe(LiveChannel, max_queue=args.max_queue)
+            )
             for _ in range(args.subscribers)
         ]
         print("READY", flush=True)
         cpu0 = cpu_seconds()
-        tasks = [
-            asyncio.create_task(consume(s, r)) for s, r in zip(subscribers, recorders)
-        ]
+        tasks = [asyncio.create_task(consume(s, r)) for s, r in zip(subscribers, recorders)]
         started = last_change = time.monotonic()
         last_total = 0
         while not all(task.done() for task in tasks):
@@ -173,9 +173,9 @@ def _insert_rows(count: int, batch: int = 10_000) -> None:
 async def _collect(count: int) -> list[Any]:
     """``count`` events of LiveChannel as ``subscribe()`` decodes them."""
     from asgiref.sync import sync_to_async
+    from benchapp.channels import LiveChannel
 
     import pgpubsub
-    from benchapp.channels import LiveChannel
 
     since = await pgpubsub.acheckpoint()
     await sync_to_async(_insert_rows)(count)
@@ -264,9 +264,9 @@ def cmd_ceiling(args: argparse.Namespace) -> None:
 
 async def _replay(count: int) -> dict[str, Any]:
     from asgiref.sync import sync_to_async
+    from benchapp.channels import LiveChannel
 
     import pgpubsub
-    from benchapp.channels import LiveChannel
 
     since = await pgpubsub.acheckpoint()
     await sync_to_async(_insert_rows)(count)
@@ -296,7 +296,7 @@ async def _replay(count: int) -> dict[str, Any]:
         "received": len(pks),
         "lost": len(set(range(1, count + 1)) - set(pks)),
         "duplicated": len(pks) - len(set(pks)),
-        "out_of_order": sum(1 for a, b in zip(pks, pks[1:]) if b <= a),
+        "out_of_order": sum(1 for a, b in itertools.pairwise(pks) if b <= a),
         "rate": len(pks) / seconds if seconds > 0 else None,
         "first_tenth_rate": tenth / (first - started) if first else None,
         "last_tenth_rate": tenth / (ended - last_from) if last_from and ended > last_from else None,

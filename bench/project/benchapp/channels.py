@@ -16,9 +16,9 @@ from pgpubsub import Channel, TriggerChannel
 from .models import (
     BroadcastRow,
     DurableRow,
+    LiveRow,
     TimedBroadcastRow,
     TimedDurableRow,
-    LiveRow,
     TimedRetainedRow,
 )
 
