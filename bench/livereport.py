@@ -305,6 +305,12 @@ def _steps_note(name: str, runs: list[dict[str, Any]]) -> str:
     return f"{name}: {tried}"
 
 
+def _fmt(value: float | None, unit: str) -> str:
+    if value is not None and unit in ("conn.", "threads", "events"):
+        return f"{value:,.0f}"
+    return fmt(value, unit)
+
+
 def headers() -> list[str]:
     return [
         "#",
@@ -327,8 +333,8 @@ def rows(figures: list[Figure]) -> list[list[str]]:
                 fig.workload,
                 fig.label,
                 fig.unit,
-                fmt(fig.ours, fig.unit),
-                fmt(fig.theirs, fig.unit) if fig.theirs is not None else "",
+                _fmt(fig.ours, fig.unit),
+                _fmt(fig.theirs, fig.unit) if fig.theirs is not None else "",
                 fmt(fig.bare, fig.unit) if fig.bare is not None else "",
                 fig.target,
                 verdict(fig),

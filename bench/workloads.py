@@ -110,9 +110,9 @@ class Config:
     #: (a higher rate than the fan-out's, so that the server's buffers fill
     #: in seconds), and how long the slow client stops reading.
     sse_slow_clients: int = 100
-    sse_slow_rate: float = 200.0
+    sse_slow_rate: float = 400.0
     sse_slow_seconds: float = 10.0
-    sse_slow_pause: float = 5.0
+    sse_slow_pause: float = 6.0
 
     @classmethod
     def smoke(cls) -> Config:
@@ -148,9 +148,9 @@ class Config:
             sse_ramp_refine=0,
             sse_stall=5.0,
             sse_slow_clients=10,
-            sse_slow_rate=200.0,
-            sse_slow_seconds=4.0,
-            sse_slow_pause=2.0,
+            sse_slow_rate=400.0,
+            sse_slow_seconds=8.0,
+            sse_slow_pause=6.0,
         )
 
 
