@@ -104,7 +104,7 @@ docs: $(STAMP) ## Build the HTML docs strictly (warnings are errors)
 check: lint typecheck docs ## All quality gates: lint, typecheck, docs
 
 bench: $(STAMP) ## Run the benchmarks (bench/run.py), if present
-	@$(BIN)/python -c 'import matplotlib, rich' 2>/dev/null || \
+	@$(BIN)/python -c 'import matplotlib, rich, uvicorn' 2>/dev/null || \
 		$(BIN)/python -m pip install -e '.[bench]'
 	@# Its own embedded server, so that tests bouncing theirs cannot cut a run short,
 	@# with PostgreSQL's default durability (fsync on), as in production.

@@ -53,14 +53,17 @@ def draw(figures: list[Figure], path: Path, title: str) -> None:
         log=True,
         limits=[2, 10] * len(modes),
     )
+    write_items = [
+        ("broadcast\ntrigger", by_key["w5_write_broadcast"]),
+        ("durable\ntrigger", by_key["w5_write_durable"]),
+    ]
+    if "w5_write_retained" in by_key:
+        write_items.append(("retained\ntrigger", by_key["w5_write_retained"]))
     _bars(
         axes[1][0],
         "5 Write path: time / time with no trigger (lower is better)",
-        [
-            ("broadcast\ntrigger", by_key["w5_write_broadcast"]),
-            ("durable\ntrigger", by_key["w5_write_durable"]),
-        ],
-        limits=[3, 4],
+        write_items,
+        limits=[3, 4, 4][: len(write_items)],
     )
     _bars(
         axes[1][1],

@@ -268,6 +268,7 @@ ALL_TABLES = (
     "benchapp_timedbroadcastrow",
     "benchapp_timeddurablerow",
     "benchapp_timedretainedrow",
+    "benchapp_liverow",
     "pgpubsub_notification",
     "pgpubsub_payload",
     # pgpubsub's version 2 event tables (django-pgpubsub 1.3.1 has none).

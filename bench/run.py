@@ -17,11 +17,14 @@ Options (environment variables in brackets):
 ``--theirs``
     include django-pgpubsub 1.3.1 in a smoke run.
 ``--only W,...``
-    run only some workloads: w1 w2 w3 w4 w5 w6 w7 w8.
+    run only some workloads: w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12.
 ``--w8-seconds N`` [``BENCH_W8_SECONDS``]
     seconds of pgbench per measurement of workload 8 (default 5; smoke 1).
 ``--w8-writers N,...`` [``BENCH_W8_WRITERS``]
     pgbench clients of workload 8 (default 1,8,32,64; smoke 1,8).
+``--no-eventstream`` [``BENCH_NO_EVENTSTREAM=1``]
+    skip django-eventstream in workloads 11 and 12 (``--eventstream`` includes
+    it in a smoke run).
 ``--publish``
     after the run, copy the chart to ``docs/_static/bench.png`` and the table
     into ``docs/benchmarks.rst``.
@@ -50,8 +53,11 @@ from pathlib import Path
 from typing import Any
 
 import chart
+import fanout
+import livereport
 import psycopg
 import report
+import streams
 import workloads as wl
 import writes
 from harness import (
@@ -75,7 +81,7 @@ BEGIN_MARK = ".. BEGIN FIGURES (written by bench/run.py --publish; do not edit b
 END_MARK = ".. END FIGURES"
 
 Step = tuple[str, str, str, Callable[[Any], dict[str, Any]]]
-WORKLOADS = {"w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"}
+WORKLOADS = {"w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10", "w11", "w12"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -89,6 +95,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--w8-seconds", type=int, default=int(os.environ.get("BENCH_W8_SECONDS", "0"))
     )
     parser.add_argument("--w8-writers", default=os.environ.get("BENCH_W8_WRITERS", ""))
+    parser.add_argument(
+        "--no-eventstream", action="store_true", default=_env_flag("BENCH_NO_EVENTSTREAM")
+    )
+    parser.add_argument(
+        "--eventstream", action="store_true", help="include django-eventstream in a smoke run"
+    )
     parser.add_argument("--publish", action="store_true")
     parser.add_argument(
         "--publish-only",
@@ -108,12 +120,14 @@ def plan(
     only: set[str],
     unsupported: dict[str, str],
     w8: writes.Settings | None,
+    servers: dict[str, streams.Server] | None = None,
 ) -> list[tuple[int, Step]]:
     """Every measurement of the run, round by round, alternating the implementations.
 
     ``unsupported`` (bench channel class -> why) drops the measurements of
     channels that our installed pgpubsub cannot declare; ``w8`` is None when
-    workload 8 is not run.
+    workload 8 is not run; ``servers`` are the stream servers of workloads 11
+    and 12 by key (ours, and django-eventstream's unless skipped).
     """
     ours = impls[0]
     steps: list[tuple[int, Step]] = []
@@ -147,13 +161,73 @@ def plan(
             # django-pgpubsub 1.3.1 has no retention: ours only.
             latency = _latency(cfg, "retained")
             add("w4", "w4_latency_retained", "4 latency retained", latency, for_impls=[ours])
-        add("w5", "w5_write_path", "5 write path", lambda impl: wl.write_path(impl, cfg))
+        live = "LiveChannel" not in unsupported
+        add(
+            "w5",
+            "w5_write_path",
+            "5 write path",
+            lambda impl, live=live: wl.write_path(impl, cfg, retained=live and impl is ours),
+        )
         add("w6", "w6_drain_small", f"6 drain {cfg.backlog_small:,}", _drain(cfg, "small"))
         if rnd < cfg.backlog_big_rounds:
             add("w6", "w6_drain_big", f"6/7 drain {cfg.backlog_big:,}", _drain(cfg, "big"))
         add("w7", "w7_idle", "7 idle CPU", lambda impl: wl.idle_cpu(impl, cfg))
         if w8 is not None:
             steps.extend((rnd, step) for step in _writes(cfg, impls, unsupported, w8, rnd))
+        if live:
+            steps.extend((rnd, step) for step in _live(cfg, ours, only, servers or {}))
+    return steps
+
+
+def _live(
+    cfg: wl.Config, ours: Impl, only: set[str], servers: dict[str, streams.Server]
+) -> list[Step]:
+    """Workloads 9 to 12 of one round (issues 14 and 16); streams alternate the servers."""
+    steps: list[Step] = []
+
+    def want(workload: str) -> bool:
+        return not only or workload in only
+
+    def bound(fn: Callable[..., dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        return lambda tick: fn(ours, cfg, tick)
+
+    if want("w9"):
+        subs = f"{cfg.fanout_subscribers} subscribers"
+        label = f"9 fan-out, {subs} @ {cfg.fanout_rate:g}/s"
+        steps.append(("w9_fanout", "ours", label, bound(fanout.fanout)))
+        steps.append(("w9_fanout_max", "ours", f"9 highest rate, {subs}", bound(fanout.fanout_max)))
+        label = f"9 ceiling, {subs} bare queues"
+        steps.append(("w9_ceiling", "ours", label, lambda t: fanout.ceiling(ours, cfg)))
+    if want("w10"):
+        label = f"10 replay {cfg.replay_events:,}"
+        steps.append(("w10_replay", "ours", label, lambda t: fanout.replay(ours, cfg)))
+    for server in servers.values():
+        if want("w11"):
+            steps.append(
+                (
+                    "w11_sse",
+                    server.key,
+                    f"11 SSE {cfg.sse_clients:,} clients @ {cfg.sse_rate:g}/s",
+                    lambda t, s=server: streams.fan_out(s, cfg),
+                )
+            )
+            steps.append(
+                (
+                    "w11_slow",
+                    server.key,
+                    f"11 SSE slow client @ {cfg.sse_slow_rate:g}/s",
+                    lambda t, s=server: streams.slow_client(s, cfg),
+                )
+            )
+        if want("w12"):
+            steps.append(
+                (
+                    "w12_collapse",
+                    server.key,
+                    f"12 SSE collapse, {cfg.sse_clients:,} clients",
+                    lambda t, s=server: streams.collapse(s, cfg, t),
+                )
+            )
     return steps
 
 
@@ -267,7 +341,13 @@ def main(argv: list[str]) -> int:
         theirs = "theirs" in saved["meta"]["versions"]
         # Redrawn from the saved figures, so a change to the chart needs no new run.
         chart.draw(figures, RESULTS / "latest.png", chart_title(saved["meta"], smoke=False))
-        publish(RESULTS / "latest.png", figures, saved["meta"], theirs)
+        publish(
+            RESULTS / "latest.png",
+            figures,
+            saved["meta"],
+            theirs,
+            livereport.summarise(saved["runs"]),
+        )
         return 0
     from rich.console import Console
     from rich.progress import (
@@ -328,8 +408,29 @@ def main(argv: list[str]) -> int:
             warm_up_deadline=cfg.warm_up_deadline,
         )
 
-    steps = plan(cfg, impls, only, unsupported, w8)
+    servers: dict[str, streams.Server] = {}
+    skipped_live: dict[str, str] = {}
+    if (not only or only & {"w11", "w12"}) and "LiveChannel" not in unsupported:
+        servers["ours"] = streams.Server("ours", "pgpubsub", impls[0], impls[0].python)
+        with_eventstream = not (args.smoke or args.no_eventstream) or args.eventstream
+        if with_eventstream:
+            try:
+                why = streams.redis_answers()
+                if why:
+                    raise BenchError(why)
+                es_python = streams.ensure_es_venv(console.print)
+            except BenchError as exc:
+                skipped_live["django-eventstream"] = str(exc)
+                console.print(f"skipped: django-eventstream in workloads 11 and 12 ({exc})")
+            else:
+                servers["eventstream"] = streams.Server(
+                    "eventstream", "django-eventstream 5.x", impls[0], es_python
+                )
+
+    steps = plan(cfg, impls, only, unsupported, w8, servers)
     by_key = {impl.key: impl for impl in impls}
+    # django-eventstream's measurements use our database (its producer's rows).
+    by_key["eventstream"] = impls[0]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     failures: list[str] = []
     theirs_notify_durable_failed = False
@@ -379,11 +480,19 @@ def main(argv: list[str]) -> int:
                 if name == "w3_notify_durable" and key == "theirs" and result.get("handled") == 0:
                     theirs_notify_durable_failed = True
                 if key == "ours" and (
-                    result.get("lost") or result.get("duplicated") or result.get("behind")
+                    result.get("lost")
+                    or result.get("duplicated")
+                    or result.get("behind")
+                    or result.get("out_of_order")
                 ):
                     failures.append(
-                        f"{title}: ours lost {result['lost']} and duplicated "
-                        f"{result['duplicated']} events"
+                        f"{title}: ours lost {result.get('lost', 0)} and duplicated "
+                        f"{result.get('duplicated', 0)} events"
+                        + (
+                            f", {result['out_of_order']} out of order"
+                            if result.get("out_of_order")
+                            else ""
+                        )
                         + (
                             f", and had not handled {result['behind']} when its deadline ran out"
                             if result.get("behind")
@@ -413,7 +522,11 @@ def main(argv: list[str]) -> int:
         "config": cfg.__dict__,
         "versions": {impl.key: versions(impl) for impl in impls},
         "pgbench": writes.pgbench_version(pgbench) if pgbench else None,
-        "skipped": {channel: why for channel, why in unsupported.items()},
+        "skipped": {
+            **{channel: why for channel, why in unsupported.items()},
+            **skipped_live,
+        },
+        "eventstream": _eventstream_version(servers),
         "duration_s": round(time.time() - started),
     }
     table = Table(title=f"pgpubsub vs django-pgpubsub 1.3.1 ({meta['date']}, {meta['server']})")
@@ -427,6 +540,16 @@ def main(argv: list[str]) -> int:
         "lost/dup: events lost / processed twice, summed over the rounds. Ratios are of "
         f"medians over {cfg.rounds} round(s) of this one run."
     )
+    live_figures = livereport.summarise(results)
+    if live_figures:
+        live_table = Table(title="Live subscriptions and browser streams (issues 14 and 16)")
+        for header in livereport.headers():
+            live_table.add_column(header, no_wrap=header in ("figure", "target"))
+        for row in livereport.rows(live_figures):
+            live_table.add_row(*row, style="red" if "MISSED" in row else None)
+        console.print(live_table)
+        for note in livereport.notes(live_figures):
+            console.print(f"  {note}")
     for note in notes(figures, meta):
         console.print(f"  {note}")
 
@@ -435,6 +558,7 @@ def main(argv: list[str]) -> int:
     payload = {
         "meta": meta,
         "figures": report.as_dicts(figures),
+        "live_figures": livereport.as_dicts(live_figures),
         "runs": results,
         "failures": failures,
     }
@@ -444,7 +568,7 @@ def main(argv: list[str]) -> int:
     chart.draw(figures, png_path, chart_title(meta, smoke=args.smoke))
     console.print(f"wrote {json_path.relative_to(REPO)} and {png_path.relative_to(REPO)}")
     if args.publish and not args.smoke:
-        publish(png_path, figures, meta, with_theirs)
+        publish(png_path, figures, meta, with_theirs, live_figures)
         console.print("published to docs/_static/bench.png and docs/benchmarks.rst")
     for failure in failures:
         console.print(f"[red]FAILED[/] {failure}")
@@ -456,6 +580,34 @@ def notes(figures: list[report.Figure], meta: dict[str, Any]) -> list[str]:
     out = [f"{fig.workload} {fig.label}: {fig.note}" for fig in figures if fig.note]
     out += [f"skipped: {channel} ({why})" for channel, why in meta.get("skipped", {}).items()]
     return out
+
+
+def _list_table(table: list[list[str]]) -> list[str]:
+    """An RST list-table of ``table`` (its first row is the header)."""
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in table:
+        # A lone "-" would start a nested bullet list in a list-table cell.
+        cells = [("n/a" if cell == "-" else cell.replace("*", r"\*")) or " " for cell in row]
+        lines.append(f"   * - {cells[0]}")
+        lines.extend(f"     - {cell}" for cell in cells[1:])
+    return lines
+
+
+def _eventstream_version(servers: dict[str, streams.Server]) -> str | None:
+    server = servers.get("eventstream")
+    if server is None:
+        return None
+    out = subprocess.run(
+        [
+            str(server.python),
+            "-c",
+            "import importlib.metadata as m; print(m.version('django-eventstream'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or None
 
 
 def _writer_counts(text: str) -> tuple[int, ...]:
@@ -484,8 +636,14 @@ def chart_title(meta: dict[str, Any], *, smoke: bool) -> str:
     return title + (" (SMOKE: small sizes)" if smoke else "")
 
 
-def publish(png: Path, figures: list[report.Figure], meta: dict[str, Any], theirs: bool) -> None:
-    """Copy the chart into docs/_static and the table into docs/benchmarks.rst."""
+def publish(
+    png: Path,
+    figures: list[report.Figure],
+    meta: dict[str, Any],
+    theirs: bool,
+    live: list[report.Figure] | None = None,
+) -> None:
+    """Copy the chart into docs/_static and the tables into docs/benchmarks.rst."""
     static = DOCS / "_static"
     static.mkdir(exist_ok=True)
     shutil.copyfile(png, static / "bench.png")
@@ -496,18 +654,15 @@ def publish(png: Path, figures: list[report.Figure], meta: dict[str, Any], their
         f"{meta['cores']} cores, Python {meta['python']}; medians of "
         f"{meta['config']['rounds']} rounds; command: ``{meta['command']}``.",
         "",
-        ".. list-table::",
-        "   :header-rows: 1",
-        "",
+        *_list_table([report.headers(theirs), *report.rows(figures, theirs)]),
     ]
-    for row in [report.headers(theirs), *report.rows(figures, theirs)]:
-        # A lone "-" would start a nested bullet list in a list-table cell.
-        cells = [("n/a" if cell == "-" else cell.replace("*", r"\*")) or " " for cell in row]
-        lines.append(f"   * - {cells[0]}")
-        lines.extend(f"     - {cell}" for cell in cells[1:])
     published = notes(figures, meta)
     if published:
         lines += ["", *[f"- {note}" for note in published]]
+    if live:
+        lines += ["", "Live subscriptions and browser streams (workloads 9 to 12):", ""]
+        lines += _list_table([livereport.headers(), *livereport.rows(live)])
+        lines += ["", *[f"- {note}" for note in livereport.notes(live)]]
     lines += ["", END_MARK]
     page = DOCS / "benchmarks.rst"
     text = page.read_text()

@@ -79,6 +79,40 @@ class Config:
     w8_threads: int = 2
     #: How long the worker may take to catch up after a burst.
     w8_drain_deadline: float = 60.0
+    #: Workload 9 (issue 14): subscribers in one process, the producer's
+    #: rate and seconds; a subscriber process gives up after this long
+    #: without an event.
+    fanout_subscribers: int = 100
+    fanout_rate: float = 200.0
+    fanout_seconds: float = 20.0
+    fanout_stall: float = 10.0
+    #: The searches for the highest rate within the latency bound (workloads
+    #: 9 and 12): seconds per rate tried, the highest rate tried (doubling
+    #: from the issue's rate), the halvings between the last pass and the
+    #: first failure. The ceiling (bare queues, no database) goes higher.
+    ramp_seconds: float = 5.0
+    ramp_top: float = 25_600.0
+    ramp_refine: int = 3
+    ceiling_top: float = 204_800.0
+    #: Workload 10: the events a subscription replays from its checkpoint.
+    replay_events: int = 100_000
+    #: Workloads 11 and 12 (issue 16): SSE clients of one server process,
+    #: events/s and seconds; the collapse search's seconds per rate, highest
+    #: rate and halvings; how long the slow client stops reading.
+    sse_clients: int = 1000
+    sse_rate: float = 10.0
+    sse_seconds: float = 20.0
+    sse_ramp_seconds: float = 10.0
+    sse_ramp_top: float = 1280.0
+    sse_ramp_refine: int = 2
+    sse_stall: float = 10.0
+    #: The slow-client measurement: clients that read, rate and seconds
+    #: (a higher rate than the fan-out's, so that the server's buffers fill
+    #: in seconds), and how long the slow client stops reading.
+    sse_slow_clients: int = 100
+    sse_slow_rate: float = 400.0
+    sse_slow_seconds: float = 10.0
+    sse_slow_pause: float = 6.0
 
     @classmethod
     def smoke(cls) -> Config:
@@ -97,6 +131,26 @@ class Config:
             w8_writers=(1, 8),
             w8_seconds=1,
             w8_drain_deadline=30.0,
+            fanout_subscribers=10,
+            fanout_rate=50.0,
+            fanout_seconds=2.0,
+            fanout_stall=5.0,
+            ramp_seconds=1.0,
+            ramp_top=100.0,
+            ramp_refine=0,
+            ceiling_top=400.0,
+            replay_events=2_000,
+            sse_clients=20,
+            sse_rate=10.0,
+            sse_seconds=2.0,
+            sse_ramp_seconds=1.0,
+            sse_ramp_top=20.0,
+            sse_ramp_refine=0,
+            sse_stall=5.0,
+            sse_slow_clients=10,
+            sse_slow_rate=400.0,
+            sse_slow_seconds=8.0,
+            sse_slow_pause=6.0,
         )
 
 
@@ -227,19 +281,24 @@ def latency(impl: Impl, cfg: Config, mode: str, tick: Any) -> dict[str, Any]:
     }
 
 
-def write_path(impl: Impl, cfg: Config) -> dict[str, Any]:
+def write_path(impl: Impl, cfg: Config, retained: bool = False) -> dict[str, Any]:
     """Workload 5: one INSERT ... SELECT of WRITE_ROWS rows, with each trigger and with none.
 
-    No worker runs: this is the writer's cost alone. The three tables have the
-    same columns; only the trigger differs.
+    No worker runs: this is the writer's cost alone. The tables have the
+    same columns; only the trigger differs. With ``retained`` (ours, once
+    it has ``retention``), also the retained ``LiveChannel``'s table, whose
+    trigger writes each row's event to the event log (issue 14).
     """
     statement = "INSERT INTO {table} (n, label) SELECT g, '' FROM generate_series(1, %s::int) AS g"
-    seconds: dict[str, float] = {}
-    for name, table in (
+    tables = [
         ("none", "benchapp_plainrow"),
         ("broadcast", "benchapp_broadcastrow"),
         ("durable", "benchapp_durablerow"),
-    ):
+    ]
+    if retained:
+        tables.append(("retained", "benchapp_liverow"))
+    seconds: dict[str, float] = {}
+    for name, table in tables:
         truncate(impl, *ALL_TABLES)
         with impl.connect() as conn:
             conn.autocommit = False
@@ -248,13 +307,17 @@ def write_path(impl: Impl, cfg: Config) -> dict[str, Any]:
             conn.commit()
             seconds[name] = time.perf_counter() - started
     truncate(impl, *ALL_TABLES)
-    return {
+    result = {
         "none_s": seconds["none"],
         "broadcast_s": seconds["broadcast"],
         "durable_s": seconds["durable"],
         "broadcast_x": seconds["broadcast"] / seconds["none"],
         "durable_x": seconds["durable"] / seconds["none"],
     }
+    if retained:
+        result["retained_s"] = seconds["retained"]
+        result["retained_x"] = seconds["retained"] / seconds["none"]
+    return result
 
 
 def drain(impl: Impl, cfg: Config, size: int, tick: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pgpubsub import Channel, TriggerChannel
 from .models import (
     BroadcastRow,
     DurableRow,
+    LiveRow,
     TimedBroadcastRow,
     TimedDurableRow,
     TimedRetainedRow,
@@ -76,7 +77,13 @@ if supports_retention():
         model = TimedRetainedRow
         retention = timedelta(minutes=10)
 
+    @dataclass
+    class LiveChannel(TriggerChannel):
+        """Retention and no listener: read by subscriptions and browser streams only."""
+
+        model = LiveRow
+        retention = timedelta(minutes=30)
+
 else:
-    UNSUPPORTED["RetainedRowChannel"] = (
-        "the installed library has no TriggerChannel.retention (issue 14)"
-    )
+    for _name in ("RetainedRowChannel", "LiveChannel"):
+        UNSUPPORTED[_name] = "the installed library has no TriggerChannel.retention (issue 14)"

@@ -36,6 +36,13 @@ class PlainRow(SourceRow):
     pass
 
 
+class LiveRow(SourceRow):
+    """Published on a retained channel with no listener: what subscriptions
+    (``pgpubsub.subscribe``, workloads 9 and 10) and browser streams
+    (workloads 11 and 12) read. With django-pgpubsub 1.3.1 it has no trigger.
+    """
+
+
 class TimedRow(SourceRow):
     #: Set by the database when the row is inserted: slightly before its commit.
     inserted_at = models.DateTimeField(

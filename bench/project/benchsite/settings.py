@@ -35,7 +35,9 @@ SECRET_KEY = "pgpubsub-bench-only"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
-ALLOWED_HOSTS: list[str] = []
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+# The streams of workloads 11 and 12 (benchsite/urls.py, served by uvicorn).
+ROOT_URLCONF = "benchsite.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [

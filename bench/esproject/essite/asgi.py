@@ -1,0 +1,11 @@
+"""The ASGI application uvicorn serves for django-eventstream."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "essite.settings")
+
+application = get_asgi_application()
