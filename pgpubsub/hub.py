@@ -120,7 +120,7 @@ class Subscriber:
 
     The queue is a deque that the hub appends to and the consumer pops from,
     both in the event loop's thread: no lock. A consumer with nothing to read
-    waits on one future, which the next :meth:`offer` (or the end of the
+    waits on one future, which the next ``offer()`` (or the end of the
     subscription) completes. Delivering an event to a subscriber costs an
     append, and a consumer wakes once for everything that arrived meanwhile.
     """
