@@ -33,7 +33,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from asgiref.sync import sync_to_async
@@ -628,18 +628,37 @@ async def _loaded(event: Event) -> Event:
     return dataclasses.replace(event, kwargs=kwargs)
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Hub]] = (
-    weakref.WeakKeyDictionary()
-)
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One ``T`` per running event loop and database alias, made on first use.
+
+    An object bound to an event loop (its tasks, its connections) cannot
+    serve another loop; one that outlives its loop is dropped with it.
+    """
+
+    def __init__(self, factory: Callable[[str], T]) -> None:
+        self._factory = factory
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, T]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, using: str) -> T:
+        """The object of the running event loop for the database ``using``."""
+        objects = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        found = objects.get(using)
+        if found is None:
+            found = objects[using] = self._factory(using)
+        return found
+
+
+_hubs: PerLoop[Hub] = PerLoop(Hub)
 
 
 def hub_for(using: str) -> Hub:
     """The hub of the running event loop for the database ``using`` (created on first use)."""
-    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
-    hub = hubs.get(using)
-    if hub is None:
-        hub = hubs[using] = Hub(using)
-    return hub
+    return _hubs.get(using)
 
 
 class Subscription:

@@ -58,7 +58,6 @@ import contextlib
 import dataclasses
 import logging
 import re
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,7 +69,7 @@ from django.db import connections, models
 from . import sql
 from .channel import TriggerChannel
 from .exceptions import ScopeError
-from .hub import Event
+from .hub import Event, PerLoop
 
 logger = logging.getLogger("pgpubsub")
 
@@ -366,18 +365,12 @@ def _settings(using: str) -> tuple[dict[str, Any], str | None, str | None]:
     return params, connection.timezone_name, role
 
 
-_judges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ScopeJudge]] = (
-    weakref.WeakKeyDictionary()
-)
+_judges: PerLoop[ScopeJudge] = PerLoop(ScopeJudge)
 
 
 def judge_for(using: str) -> ScopeJudge:
     """The judge of the running event loop for the database ``using``."""
-    judges = _judges.setdefault(asyncio.get_running_loop(), {})
-    judge = judges.get(using)
-    if judge is None:
-        judge = judges[using] = ScopeJudge(using)
-    return judge
+    return _judges.get(using)
 
 
 #: What a per-request scope hook may return for a channel.
