@@ -487,7 +487,7 @@ class Hub:
                 # Caught up: ask to sleep now rather than read once more first.
                 asleep = False
                 busy.reset()
-            elif asleep:
+            elif asleep and self.sleep.covers(channels):
                 busy.reset()
                 timeout = conf.poll_interval() if self.sleep.relying else SAFETY_POLL_SECONDS
                 await self._wait(conn, timeout)

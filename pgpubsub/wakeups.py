@@ -64,6 +64,14 @@ class Sleep:
     #: Channels whose key another reader held at the last request.
     relying: set[str] = field(default_factory=set)
 
+    def covers(self, names: Iterable[str]) -> bool:
+        """Whether someone will wake this reader for every one of ``names``.
+
+        A key given back on a NOTIFY is no longer covered: a reader must
+        ask again before it sleeps, or later writers would not wake it.
+        """
+        return all(name in self.held or name in self.relying for name in names)
+
     def to_request(self, names: Iterable[str]) -> list[str]:
         """The channels to ask for (those whose key this connection does not hold)."""
         return [name for name in names if name not in self.held]

@@ -233,7 +233,7 @@ class Worker:
                 # Caught up: ask to sleep now rather than read once more first.
                 asleep = False
                 self.busy.reset()
-            elif asleep:
+            elif asleep and self.sleep.covers(self.by_db_name):
                 self.busy.reset()
                 waker.wait([fd], self._idle_timeout())
                 asleep = False

@@ -252,3 +252,18 @@ def test_a_writer_committing_as_the_worker_goes_idle_is_not_left_to_the_poll(sta
     wait_deliveries(2, listener, timeout=5)
     delivered = Delivery.objects.get(listener=listener, key="raced").created_at.timestamp()
     assert delivered - committed < 1.0
+
+
+def test_a_steady_stream_is_delivered_whole_without_waiting_for_a_poll(start_worker):
+    # Events paced so that the worker goes to sleep between most of them:
+    # each one wakes it, and it must never fall asleep without its key (a
+    # lost wake-up would leave events waiting for the poll, a minute away, or
+    # for the next retention cleanup, ten seconds away).
+    start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
+    count, rate = 600, 200.0
+    started = time.monotonic()
+    for n in range(count):
+        pgpubsub.notify(Greeting, message=f"s{n}")
+        time.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
+    wait_deliveries(count, "greet", timeout=5)
+    assert deliveries("greet") == [("greet", f"s{n}") for n in range(count)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -324,3 +325,31 @@ def test_resuming_far_back_replays_in_order_while_live_events_arrive():
 
     got = run(scenario, timeout=60)
     assert got == [f"r{n}" for n in range(250)] + ["live0", "live1"]
+
+
+def test_a_steady_stream_reaches_many_subscribers_whole():
+    # Events paced so that the hub goes to sleep between most of them: each
+    # one wakes it, and it must never fall asleep without its key (a lost
+    # wake-up leaves events waiting for the safety poll, a minute away).
+    count, subscribers, rate = 1000, 100, 200.0
+
+    def produce() -> None:
+        with psycopg.connect(db_url(), autocommit=True) as conn:
+            started = time.monotonic()
+            for n in range(count):
+                _publish(conn, f"s{n}")
+                time.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
+
+    async def scenario() -> list[list[str]]:
+        async with contextlib.AsyncExitStack() as stack:
+            subscriptions = [
+                await stack.enter_async_context(pgpubsub.subscribe(RetainedGreeting))
+                for _ in range(subscribers)
+            ]
+            producer = asyncio.get_running_loop().run_in_executor(None, produce)
+            received = await asyncio.gather(*(take(events, count) for events in subscriptions))
+            await producer
+        return [[event.kwargs["message"] for event in events] for events in received]
+
+    expected = [f"s{n}" for n in range(count)]
+    assert all(messages == expected for messages in run(scenario, timeout=count / rate + 20))
