@@ -129,6 +129,7 @@ class Subscriber:
         self.hub = hub
         self.channels = channels
         self.names = {channel.listen_safe_name(): channel for channel in channels}
+        self.name_set = frozenset(self.names)
         self.max_queue = max_queue
         #: Events at or before this position are not for this subscriber.
         self.start = Position(0, 0)
@@ -162,6 +163,24 @@ class Subscriber:
             return
         self._queue.append(event)
         self._wake()
+
+    def offer_many(self, batch: list[tuple[Position, Event]]) -> None:
+        """:meth:`offer` for a batch of events in position order, with one wake-up."""
+        if self.ended is not None or not batch:
+            return
+        if batch[0][0] <= self.start:
+            batch = [pair for pair in batch if pair[0] > self.start]
+            if not batch:
+                return
+        if self.held is not None:
+            for position, event in batch:
+                self.offer(position, event)
+            return
+        room = self.max_queue - len(self._queue)
+        self._queue.extend([event for _, event in batch[:room]])
+        self._wake()
+        if len(batch) > room:
+            self.fail(self._too_slow)
 
     async def put(self, event: Event) -> None:
         """Queue ``event``, waiting while the queue is full (a replay, not the hub, uses it)."""
@@ -549,17 +568,25 @@ class Hub:
         read = await AsyncConnector(conn).run(
             eventlog.read(eventlog.tables(channels.values()), self.position)
         )
-        by_channel: dict[str, list[Subscriber]] = {}
-        for subscriber in self.subscribers:
-            for name in subscriber.names:
-                by_channel.setdefault(name, []).append(subscriber)
+        decoded: list[tuple[Position, Event]] = []
+        names_of: list[str] = []
         for row in read.rows:
             event = self._decode(row, channels)
             if event is not None:
-                event = await _loaded(event)
-                for subscriber in by_channel.get(row.channel, ()):
-                    subscriber.offer(row.position, event)
-            self.position = row.position
+                decoded.append((row.position, await _loaded(event)))
+                names_of.append(row.channel)
+        if decoded:
+            # Each subscriber gets the batch's events of its channels at once:
+            # one list per distinct set of channels, one wake-up per subscriber.
+            batches: dict[frozenset[str], list[tuple[Position, Event]]] = {}
+            for subscriber in list(self.subscribers):
+                names = subscriber.name_set
+                batch = batches.get(names)
+                if batch is None:
+                    batch = batches[names] = [
+                        pair for pair, name in zip(decoded, names_of) if name in names
+                    ]
+                subscriber.offer_many(batch)
         self.position = read.position
         return read
 
