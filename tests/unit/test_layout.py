@@ -124,7 +124,17 @@ LAYERS = [
     ["connector", "connection", "store", "outbox", "eventlog", "retention"],
     ["calling", "delivery", "broadcast", "durable", "hub"],
     ["probes", "status", "drift", "migration_order", "checks", "admin", "eventjson", "scope"],
-    ["worker", "supervisor", "listen", "sse"],
+    [
+        "worker",
+        "supervisor",
+        "testing",
+        "testing.capturing",
+        "testing.delivering",
+        "testing.pytest_plugin",
+        "testing.reading",
+        "listen",
+        "sse",
+    ],
     [
         "contrib",
         "contrib.channels",
