@@ -25,6 +25,10 @@ Options (environment variables in brackets):
 ``--no-eventstream`` [``BENCH_NO_EVENTSTREAM=1``]
     skip django-eventstream in workloads 11 and 12 (``--eventstream`` includes
     it in a smoke run).
+``BENCH_UVICORN=plain``, ``BENCH_SERVER_GC=default``
+    serve workloads 11 and 12 on asyncio's loop and h11 instead of uvloop
+    and httptools, and with Python's default collector thresholds instead of
+    the tuned ones of ``docs/live.rst`` (both servers alike).
 ``--publish``
     after the run, copy the chart to ``docs/_static/bench.png`` and the table
     into ``docs/benchmarks.rst``.
@@ -527,6 +531,10 @@ def main(argv: list[str]) -> int:
             **skipped_live,
         },
         "eventstream": _eventstream_version(servers),
+        "asgi_server": {
+            "uvicorn": os.environ.get("BENCH_UVICORN", "standard"),
+            "gc": os.environ.get("BENCH_SERVER_GC", "tuned"),
+        },
         "duration_s": round(time.time() - started),
     }
     table = Table(title=f"pgpubsub vs django-pgpubsub 1.3.1 ({meta['date']}, {meta['server']})")

@@ -14,7 +14,8 @@
     - **pgpubsub**: ``EventStreamView`` on the retained ``LiveChannel``
       (``bench/project/benchsite/urls.py``); the producer inserts rows.
     - **django-eventstream 5.x**, in its own virtualenv
-      (``bench/.venvs/django-eventstream-5``, with the same uvicorn), with
+      (``bench/.venvs/django-eventstream-5``, with the same uvicorn, uvloop
+      and httptools as ours: ``SERVER_PACKAGES``), with
       Redis for cross-process delivery (``bench/esproject``); its producer
       inserts the same rows into a table with no trigger and calls
       ``send_event`` for each once the transaction has committed. Skipped,
@@ -72,13 +73,24 @@ CLIENT = BENCH_DIR / "sseclient.py"
 COLLAPSE_MS = 1000.0
 
 
+#: The ASGI server of both sides, at the versions of our virtualenv: uvicorn
+#: on uvloop with httptools, as deployments run it (``uvicorn[standard]``).
+SERVER_PACKAGES = ("uvicorn", "uvloop", "httptools")
+
+#: ``BENCH_UVICORN=plain`` serves on asyncio's own loop and h11 instead.
+UVICORN_FLAGS = {
+    "standard": ("--loop", "uvloop", "--http", "httptools"),
+    "plain": ("--loop", "asyncio", "--http", "h11"),
+}
+
+
 def es_requirements() -> list[str]:
     """django-eventstream's virtualenv: the same uvicorn as ours, so only the library differs."""
     return [
         "django-eventstream>=5,<6",
         "Django>=5.2,<5.3",
         "redis>=5",
-        f"uvicorn=={importlib.metadata.version('uvicorn')}",
+        *(f"{name}=={importlib.metadata.version(name)}" for name in SERVER_PACKAGES),
         "psycopg[binary]>=3.2.4",
     ]
 
@@ -152,6 +164,7 @@ class Server:
             *("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"),
             *("--log-level", "warning", "--no-access-log", "--backlog", "4096"),
             *("--timeout-graceful-shutdown", "1"),
+            *UVICORN_FLAGS[os.environ.get("BENCH_UVICORN", "standard")],
         ]
 
     def produce(self, rate: float, seconds: float) -> dict[str, Any]:

@@ -147,6 +147,10 @@ class Subscriber:
         # The consumer's wait for an event, and a replay's wait for room.
         self._ready: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
+        # The timer of next_batch()'s timeouts. It outlives the wait that
+        # armed it: a stream that waits for its next event "or a heartbeat
+        # from now" would otherwise make and cancel a timer per event.
+        self._timer: asyncio.TimerHandle | None = None
 
     def offer(self, position: Position, event: Event) -> None:
         """The hub has read an event of one of this subscriber's channels."""
@@ -212,14 +216,33 @@ class Subscriber:
     async def _wait(self, timeout: float | None) -> None:
         """Wait until an event is queued, the subscription ends, or ``timeout`` passes."""
         loop = asyncio.get_running_loop()
-        ready = self._ready = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _complete, ready)
-        try:
-            await ready
-        finally:
-            self._ready = None
-            if timer is not None:
-                timer.cancel()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if deadline is not None:
+                timer = self._timer
+                # A timer due before the deadline may stay: its wake-up only
+                # makes this loop look again. One due later must be replaced.
+                if timer is None or timer.when() > deadline:
+                    if timer is not None:
+                        timer.cancel()
+                    self._timer = loop.call_at(deadline, self._time_out)
+            ready = self._ready = loop.create_future()
+            try:
+                await ready
+            finally:
+                self._ready = None
+            if self._queue or self.ended is not None or deadline is None or loop.time() >= deadline:
+                return
+
+    def _time_out(self) -> None:
+        self._timer = None
+        self._wake()
+
+    def stop_timer(self) -> None:
+        """Cancel the pending timeout timer (the subscription is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _too_slow(self, last_id: str | None) -> PgpubsubError:
         return SubscriberTooSlow(last_id, self.max_queue)
@@ -281,11 +304,6 @@ class Subscriber:
             await self._wait(None)
 
 
-def _complete(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class Hub:
     """Reads the event tables for the subscribers of one process and event loop."""
 
@@ -293,6 +311,7 @@ class Hub:
         self.using = using
         self.params = {**conninfo_params(using), "application_name": HUB_APPLICATION_NAME}
         self.subscribers: set[Subscriber] = set()
+        self._channels_now: dict[str, type[BaseChannel]] | None = None
         self.position: Position | None = None
         self.tag: str | None = None
         self.conn: psycopg.AsyncConnection[Any] | None = None
@@ -367,6 +386,7 @@ class Hub:
                 answer.set_exception(exc)
                 continue
             self.subscribers.add(subscriber)
+            self._channels_now = None
             answer.set_result(target)
 
     async def _place(
@@ -392,6 +412,7 @@ class Hub:
 
     def detach(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+        self._channels_now = None
         self._changed.set()
 
     async def _replay(self, subscriber: Subscriber, start: Position, target: Position) -> None:
@@ -476,9 +497,13 @@ class Hub:
             self.conn = None
 
     def _channels(self) -> dict[str, type[BaseChannel]]:
-        found: dict[str, type[BaseChannel]] = {}
-        for subscriber in self.subscribers:
-            found.update(subscriber.names)
+        """The channels of the subscribers, by name (kept until a subscriber comes or goes)."""
+        found = self._channels_now
+        if found is None:
+            found = {}
+            for subscriber in self.subscribers:
+                found.update(subscriber.names)
+            self._channels_now = found
         return found
 
     async def _serve(self) -> None:
@@ -731,6 +756,7 @@ class Subscription:
     async def __aexit__(self, *exc: object) -> None:
         if self.subscriber is not None:
             self.subscriber.hub.detach(self.subscriber)
+            self.subscriber.stop_timer()
             if self.subscriber.catching_up is not None:
                 self.subscriber.catching_up.cancel()
             self.subscriber = None

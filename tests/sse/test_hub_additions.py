@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -35,6 +36,43 @@ def test_next_batch_times_out_empty_and_loses_nothing_to_timeouts_or_cancellatio
 
     got, _ = run(scenario)
     assert got == ["a", "b", "c"]
+
+
+def test_timeouts_keep_their_length_while_one_timer_serves_a_stream_of_events():
+    # A stream waits "for the next event, or a heartbeat from now" after
+    # every event. One timer serves those waits; each still lasts its own
+    # timeout, whether an earlier, shorter or longer, timer is pending.
+    async def scenario() -> dict[str, object]:
+        loop = asyncio.get_running_loop()
+        async with pgpubsub.subscribe(RetainedGreeting) as events:
+            timers = set()
+            for n in range(3):
+                await sync_to_async(_publish)(f"m{n}")
+                batch = await events.next_batch(10, timeout=30)
+                assert [e.kwargs["message"] for e in batch] == [f"m{n}"]
+                timers.add(id(events._timer))
+            # A shorter timeout than the pending timer's: on time, not 30 s later.
+            started = loop.time()
+            assert await events.next_batch(10, timeout=0.2) == []
+            short = loop.time() - started
+            # A longer one than a timer left pending by a cancelled wait: not
+            # cut short by it.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(events.next_batch(10, timeout=0.05), 0.01)
+            assert events._timer is not None
+            started = loop.time()
+            assert await events.next_batch(10, timeout=0.3) == []
+            long = loop.time() - started
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(events.next_batch(10, timeout=30), 0.01)
+            assert events._timer is not None
+        return {"timers": len(timers), "short": short, "long": long, "left": events._timer}
+
+    result = run(scenario)
+    assert result["timers"] == 1
+    assert 0.2 <= result["short"] < 5  # type: ignore[operator]
+    assert 0.3 <= result["long"] < 5  # type: ignore[operator]
+    assert result["left"] is None  # the subscription's end cancels its timer
 
 
 def test_a_batch_holds_what_waits_up_to_the_limit():
