@@ -153,8 +153,10 @@ def fanout_step(
         subscriber_cpu_pct=100 * dump["cpu_s"] / seconds,
         subscriptions_ended=len(errors),
         first_error=errors[0] if errors else None,
-        # One object per event id across every subscriber: decoded once.
+        # One object per event id across every subscriber: decoded once
+        # (checked on the events whose key is a multiple of ``sample``).
         event_objects=dump["event_objects"],
+        events_sampled=sum(1 for pk, _ in produced["commits"] if int(pk) % dump["sample"] == 0),
         event_object_copies=dump["copies"],
         **connections.summary(),
     )

@@ -90,12 +90,18 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Figur
                 "9",
                 "fan-out: event objects per event (1 = decoded once)",
                 "x",
-                max(run["event_objects"] / run["events"] for run in fan if run["events"]),
+                max(
+                    run["event_objects"] / run["events_sampled"]
+                    for run in fan
+                    if run["events_sampled"]
+                ),
                 target="1.00x",
                 met=all(
-                    run["event_object_copies"] == 0 and run["event_objects"] == run["events"]
+                    run["event_object_copies"] == 0
+                    and run["event_objects"] == run["events_sampled"]
                     for run in fan
                 ),
+                note="checked on every 10th event (by key) of every subscriber",
             ),
             Figure(
                 "w9_cpu",

@@ -74,6 +74,10 @@ def cmd_produce(args: argparse.Namespace) -> None:
 # -- recording, the same for subscribers and bare queues ----------------------------
 
 
+#: One event in SAMPLE (by primary key) is checked for being one object in every subscriber.
+SAMPLE = 10
+
+
 class Recorder:
     """What one subscriber saw: primary keys and arrival times, in arrival order."""
 
@@ -88,8 +92,13 @@ class Recorder:
 
     def record(self, event: Any, canonical: dict[str, Any]) -> None:
         self.ts.append(time.time())
-        self.pks.append(event.kwargs["new"].pk)
-        if canonical.setdefault(event.id, event) is not event:
+        pk = event.kwargs["new"].pk
+        self.pks.append(pk)
+        # Decoded once? Checked on one event in SAMPLE: keeping every event
+        # alive to compare would leave the collector hundreds of thousands
+        # of objects to walk, pauses that a subscriber which lets its events
+        # go never has.
+        if pk % SAMPLE == 0 and canonical.setdefault(event.id, event) is not event:
             self.copies += 1
 
 
@@ -147,6 +156,7 @@ async def _fanout(args: argparse.Namespace) -> dict[str, Any]:
         "subscribers": [{"pks": r.pks, "ts": r.ts, "error": r.error} for r in recorders],
         "copies": sum(r.copies for r in recorders),
         "event_objects": len(canonical),
+        "sample": SAMPLE,
         "cpu_s": cpu,
     }
 
