@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import inspect
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -511,6 +513,43 @@ def _is_http_exception(exc: Exception) -> bool:
     return isinstance(exc, PermissionDenied | Http404 | BadRequest | SuspiciousOperation)
 
 
+class _StreamEndExecutor(concurrent.futures.Executor):
+    """The one thread that runs the sync code at the end of every stream of the process.
+
+    When a stream ends, Django's ASGI handler sends ``request_finished``
+    (or closes the response) through ``sync_to_async``, on the request's
+    thread. The streams let that thread go when they start, so without this
+    each ending stream would start a thread of its own: a thousand clients
+    that leave at once (a proxy restart, a deploy) would make a thousand
+    threads. Instead they queue here, one call at a time on one thread (the
+    ``pgpubsub-stream-end`` thread), started on first use.
+
+    ``shutdown()`` does nothing: asgiref shuts a request's executor down when
+    the request ends, and this one serves every stream of the process.
+    """
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=1, thread_name_prefix="pgpubsub-stream-end"
+                    )
+                pool = self._pool
+        return pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing: the executor is shared by every stream (see the class)."""
+
+
+_STREAM_END = _StreamEndExecutor()
+
+
 def _release_request_thread() -> None:
     """Let the thread that Django's ASGI handler keeps for this request go.
 
@@ -518,9 +557,11 @@ def _release_request_thread() -> None:
     receivers, ``sync_to_async`` calls) on a thread of the request's own
     (asgiref's ``ThreadSensitiveContext``), kept until the request ends: for
     a stream, until the client leaves. Once the stream starts, nothing runs
-    there until the end, so the thread is shut down now; sync code at the
-    end of the request (the ``request_finished`` signal) gets a new one.
-    Without asgiref's context the call does nothing.
+    there until the end, so the thread is shut down now, and the sync code
+    at the end of the request (the ``request_finished`` signal) runs on the
+    thread that every stream of the process shares for it
+    (:class:`_StreamEndExecutor`). Without asgiref's context, or in a
+    context given its own executor, the call does nothing.
     """
     from asgiref.sync import SyncToAsync
 
@@ -532,6 +573,7 @@ def _release_request_thread() -> None:
     executor = executors.pop(context, None)
     if executor is not None:
         executor.shutdown(wait=False)
+    executors[context] = _STREAM_END
 
 
 def _close_connections() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -313,3 +316,76 @@ def test_a_row_change_published_by_a_before_and_an_after_trigger_is_sent_once():
         ("DELETE", {"name": "ada l."}, None),
         ("INSERT", None, {"name": "end"}),
     ]
+
+
+def test_streams_that_end_together_run_their_end_on_one_shared_thread():
+    # Through Django's own ASGI handler: each request gets a thread of its
+    # own for its sync code (asgiref's ThreadSensitiveContext). A stream lets
+    # it go when it starts, and the request_finished signal at its end runs
+    # on the one thread every stream shares for that, so clients that leave
+    # together do not start a thread each.
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.signals import request_finished
+
+    ended_on: list[str] = []
+
+    def record(**_: object) -> None:
+        ended_on.append(threading.current_thread().name)
+
+    async def one_stream(
+        handler: ASGIHandler, started: asyncio.Event, leave: asyncio.Event
+    ) -> bytes:
+        body = b""
+        requested = False
+
+        async def receive() -> dict:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            nonlocal body
+            if message["type"] == "http.response.body":
+                body += message.get("body", b"")
+                if b"\nid: " in body:
+                    started.set()
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/live/notes/",
+            "raw_path": b"/live/notes/",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"accept", b"text/event-stream")],
+            "client": ("127.0.0.1", 40000),
+            "server": ("testserver", 80),
+        }
+        await handler(scope, receive, send)
+        return body
+
+    async def scenario() -> list[bytes]:
+        handler = ASGIHandler()
+        leave = asyncio.Event()
+        started = [asyncio.Event() for _ in range(20)]
+        streams = [asyncio.create_task(one_stream(handler, s, leave)) for s in started]
+        # Every stream has subscribed (sent its first id) before they all leave.
+        await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started)), 20)
+        leave.set()
+        return await asyncio.wait_for(asyncio.gather(*streams), 20)
+
+    request_finished.connect(record)
+    try:
+        bodies = run(scenario)
+    finally:
+        request_finished.disconnect(record)
+    assert all(body.startswith(b"retry: ") for body in bodies)
+    assert len(ended_on) == 20
+    assert set(ended_on) == {ended_on[0]}, set(ended_on)
+    assert ended_on[0].startswith("pgpubsub-stream-end"), ended_on[0]
