@@ -324,6 +324,16 @@ def test_idle_supervisor_and_workers_do_not_wake_up(start_worker):
     supervisor.wait_ready(count=2)
     served_urls(supervisor, "/metrics", count=2)
     pids = [supervisor.proc.pid, *(child.pid for child in children(supervisor))]
+
+    def settled() -> bool:
+        # The end of start-up (the HTTP thread that served /metrics, the
+        # worker's last reads before it sleeps) may straggle past "ready":
+        # wait for a moment without a single context switch first.
+        start = wake_ups(pids)
+        time.sleep(0.5)
+        return wake_ups(pids) == start
+
+    wait_for(settled, timeout=20, what="the supervisor and workers to settle after start-up")
     before = wake_ups(pids)
     # A measurement window, not a synchronisation: nothing should happen in it.
     time.sleep(2)
