@@ -31,7 +31,6 @@ import collections
 import concurrent.futures
 import inspect
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -513,7 +512,7 @@ def _is_http_exception(exc: Exception) -> bool:
     return isinstance(exc, PermissionDenied | Http404 | BadRequest | SuspiciousOperation)
 
 
-class _StreamEndExecutor(concurrent.futures.Executor):
+class _StreamEndExecutor(concurrent.futures.ThreadPoolExecutor):
     """The one thread that runs the sync code at the end of every stream of the process.
 
     When a stream ends, Django's ASGI handler sends ``request_finished``
@@ -528,26 +527,11 @@ class _StreamEndExecutor(concurrent.futures.Executor):
     the request ends, and this one serves every stream of the process.
     """
 
-    def __init__(self) -> None:
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        pool = self._pool
-        if pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=1, thread_name_prefix="pgpubsub-stream-end"
-                    )
-                pool = self._pool
-        return pool.submit(fn, *args, **kwargs)
-
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing: the executor is shared by every stream (see the class)."""
 
 
-_STREAM_END = _StreamEndExecutor()
+_STREAM_END = _StreamEndExecutor(max_workers=1, thread_name_prefix="pgpubsub-stream-end")
 
 
 def _release_request_thread() -> None:
