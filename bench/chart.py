@@ -131,6 +131,7 @@ WRITES_LINES = [
     ("1.3.1 durable", "w8_durable", "theirs", "#718096", "--"),
     ("floor: pg_notify only", "w8_broadcast", "floor_notify", "#e53e3e", ":"),
     ("floor: to_jsonb into a log", "w8_broadcast", "floor_log", BARE_COLOR, ":"),
+    ("limit: log + bare consumer", "w8_broadcast", "floor_consumed", "#38a169", "-"),
 ]
 
 
@@ -158,7 +159,8 @@ def _writes_series(figures: list[Figure]) -> dict[str, list[tuple[int, float]]]:
             elif which == "theirs":
                 value = fig.theirs
             else:
-                value = fig.floors[0 if which == "floor_notify" else 1] if fig.floors else None
+                index = ("floor_notify", "floor_log", "floor_consumed").index(which)
+                value = fig.floors[index] if fig.floors else None
             if value is not None:
                 points.append((clients, value))
         if points:

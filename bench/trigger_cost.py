@@ -60,7 +60,7 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
     "floor_notify": ("", "PERFORM pg_notify('c', 'x');\n    RETURN NULL;"),
     "floor_log": (
         "",
-        "INSERT INTO floor_log SELECT to_jsonb(n) FROM pgpubsub_new AS n;\n    RETURN NULL;",
+        "INSERT INTO floor_log SELECT to_jsonb(r) FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
     "broadcast": (
         f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};",

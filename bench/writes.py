@@ -16,6 +16,12 @@ The variants are data (:data:`REFERENCE`, the floors, :data:`OUR_KINDS` and
   design that NOTIFYs in every writer transaction, and one that only inserts
   the transition table's rows as ``to_jsonb`` into a logged table, the floor
   of a design that writes every event to a table and NOTIFYs nothing;
+* the limit beside them, :data:`FLOOR_CONSUMED`: the log floor again, with
+  its events consumed on the same cores by the least a consumer can do
+  (``benchtool.py floor-consume``: one ``DELETE ... RETURNING`` claims a
+  batch, and the listeners' own function runs once per event in that
+  transaction). A library's worker runs the same listener function, so no
+  design that consumes its events on the writers' machine can beat it;
 * each library's channel kinds: a ``TriggerChannel`` per kind, on a
   ``Timed*Row`` model of ``bench/project``, with the triggers the library's
   own migrations install.
@@ -33,16 +39,28 @@ listener's ``seen_at``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
+import select
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import ALL_TABLES, WORK, BenchError, Impl, cpu_seconds, truncate, workers
+from harness import (
+    ALL_TABLES,
+    WORK,
+    BenchError,
+    Impl,
+    cpu_seconds,
+    stop_process,
+    truncate,
+    workers,
+)
 from psycopg import sql
 
 #: The scratch schema of our database that holds the floors' tables and triggers.
@@ -94,6 +112,16 @@ FLOOR_NOTIFY = Variant(
 FLOOR_LOG = Variant(
     "floor_log", "floor: to_jsonb into a log table", "ours", (FLOOR_SCHEMA, "log_rows")
 )
+#: The log floor with a bare consumer (``benchtool.py floor-consume``) on its events.
+FLOOR_CONSUMED = Variant(
+    "floor_consumed",
+    "limit: log floor + bare consumer",
+    "ours",
+    (FLOOR_SCHEMA, "consumed_rows"),
+    kind="floor_consumed",
+)
+#: The table the bare consumer claims its events from.
+CONSUMED_LOG = (FLOOR_SCHEMA, "consumed_log")
 #: Our channel kinds, in report order.
 OUR_KINDS = (
     _ours(
@@ -133,7 +161,7 @@ def variants(unsupported: dict[str, str], *, with_theirs: bool) -> list[Variant]
     ``unsupported`` (channel class -> why) removes what the installed
     library cannot declare.
     """
-    out = [FLOOR_NOTIFY, FLOOR_LOG]
+    out = [FLOOR_NOTIFY, FLOOR_LOG, FLOOR_CONSUMED]
     theirs = {v.key: v for v in THEIR_KINDS}
     for ours in OUR_KINDS:
         if ours.channel_class not in unsupported:
@@ -255,8 +283,11 @@ def create_floors(impl: Impl) -> None:
     notify_rows = sql.Identifier(FLOOR_SCHEMA, "notify_rows")
     log_rows = sql.Identifier(FLOOR_SCHEMA, "log_rows")
     log = sql.Identifier(FLOOR_SCHEMA, "log")
+    consumed_rows = sql.Identifier(*FLOOR_CONSUMED.table)  # type: ignore[arg-type]
+    consumed_log = sql.Identifier(*CONSUMED_LOG)
     notify_fn = sql.Identifier(FLOOR_SCHEMA, "notify_only")
     log_fn = sql.Identifier(FLOOR_SCHEMA, "log_only")
+    consumed_fn = sql.Identifier(FLOOR_SCHEMA, "log_consumed")
     statements = [
         sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema),
         sql.SQL("CREATE SCHEMA {}").format(schema),
@@ -267,16 +298,26 @@ def create_floors(impl: Impl) -> None:
         sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
             log_rows, sql.Identifier(REFERENCE_TABLE)
         ),
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+            consumed_rows, sql.Identifier(REFERENCE_TABLE)
+        ),
         sql.SQL("CREATE TABLE {} (row jsonb NOT NULL)").format(log),
+        sql.SQL("CREATE TABLE {} (row jsonb NOT NULL)").format(consumed_log),
         sql.SQL(
             "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             "BEGIN\n    PERFORM pg_notify('c', 'x');\n    RETURN NULL;\nEND\n$$"
         ).format(notify_fn),
         sql.SQL(
             "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n    INSERT INTO {} SELECT to_jsonb(n) FROM new_rows n;\n"
+            "BEGIN\n    INSERT INTO {} SELECT to_jsonb(r) FROM new_rows r;\n"
             "    RETURN NULL;\nEND\n$$"
         ).format(log_fn, log),
+        # The same body as log_only, into the table the bare consumer reads.
+        sql.SQL(
+            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n    INSERT INTO {} SELECT to_jsonb(r) FROM new_rows r;\n"
+            "    RETURN NULL;\nEND\n$$"
+        ).format(consumed_fn, consumed_log),
         sql.SQL(
             "CREATE TRIGGER notify_only AFTER INSERT ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
         ).format(notify_rows, notify_fn),
@@ -284,6 +325,10 @@ def create_floors(impl: Impl) -> None:
             "CREATE TRIGGER log_only AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
             "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
         ).format(log_rows, log_fn),
+        sql.SQL(
+            "CREATE TRIGGER log_consumed AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
+        ).format(consumed_rows, consumed_fn),
     ]
     with impl.connect() as conn, conn.transaction():
         for statement in statements:
@@ -293,7 +338,8 @@ def create_floors(impl: Impl) -> None:
 def empty_floors(impl: Impl) -> None:
     with impl.connect() as conn:
         names = sql.SQL(", ").join(
-            sql.Identifier(FLOOR_SCHEMA, t) for t in ("notify_rows", "log_rows", "log")
+            sql.Identifier(FLOOR_SCHEMA, t)
+            for t in ("notify_rows", "log_rows", "log", "consumed_rows", "consumed_log")
         )
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
 
@@ -323,18 +369,25 @@ def measure(
     if is_floor:
         empty_floors(impl)
     try:
-        with workers(impl, [variant.channel], 1) as procs:
+        with (
+            workers(impl, [variant.channel], 1) as procs,
+            _consumer(impl, variant, settings) as bare,
+        ):
             impl.tool(
                 "bulk",
                 *("--mode", variant.warm_mode, "--n", "0", "--workers", "1"),
                 *("--deadline", str(settings.warm_up_deadline)),
             )
-            cpu_before = _cpu(procs[0].pid)
+            # The floor's consumer does the work a worker does for the kinds.
+            consumer = bare if bare is not None else procs[0]
+            if bare is not None:
+                procs = [*procs, bare]
+            cpu_before = _cpu(consumer.pid)
             bench = run_pgbench(
                 settings.pgbench, impl, variant.table, clients, settings.threads, settings.seconds
             )
             # On two cores a busy worker takes CPU from the writers: say how much.
-            cpu_after = _cpu(procs[0].pid)
+            cpu_after = _cpu(consumer.pid)
             busy = None
             if cpu_before is not None and cpu_after is not None:
                 busy = 100 * (cpu_after - cpu_before) / (bench["t_end"] - bench["t_start"])
@@ -347,6 +400,28 @@ def measure(
         if is_floor:
             empty_floors(impl)
     return result
+
+
+@contextlib.contextmanager
+def _consumer(
+    impl: Impl, variant: Variant, settings: Settings
+) -> Iterator[subprocess.Popen[str] | None]:
+    """The bare consumer of :data:`FLOOR_CONSUMED`, ready; None for every other variant."""
+    if variant is not FLOOR_CONSUMED:
+        yield None
+        return
+    proc = impl.tool_process("floor-consume", "--table", ".".join(CONSUMED_LOG), log="floor")
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], settings.warm_up_deadline)
+        if not ready or not proc.stdout.readline():
+            raise BenchError(
+                "the log floor's bare consumer did not start within "
+                f"{settings.warm_up_deadline:.0f}s (see bench/.work/logs/ours-floor.log)"
+            )
+        yield proc
+    finally:
+        stop_process(proc)
 
 
 def _cpu(pid: int) -> float | None:
@@ -454,6 +529,7 @@ def _drain(
 
 
 __all__ = [
+    "FLOOR_CONSUMED",
     "FLOOR_SCHEMA",
     "OUR_KINDS",
     "REFERENCE",

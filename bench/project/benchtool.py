@@ -18,6 +18,11 @@ Commands:
 ``listener-only``  the listeners' own work alone: N calls of the function every
             listener calls (one ORM insert), BATCH per transaction, with no
             notification at all; no worker can handle events faster than this
+``floor-consume``  workload 8's limit: the least a consumer on the writers' machine
+            can do. Until stopped, claim and delete up to BATCH rows of the log
+            floor's event table per transaction (one statement) and call the
+            listeners' function once per row in that transaction; poll every
+            millisecond when the table is empty
 ``unsupported``  the bench channels the installed library cannot declare, and why
 """
 
@@ -273,6 +278,33 @@ def cmd_listener_only(args: argparse.Namespace) -> None:
     emit({"t_start": started, "t_end": time.time(), "warm_up_s": 0.0})
 
 
+#: What ``floor-consume`` records for each row it consumes.
+FLOOR_CONSUMED_KIND = "floor_consumed"
+
+
+def cmd_floor_consume(args: argparse.Namespace) -> None:
+    """Consume the log floor's events with nothing but one claim per batch and the listener."""
+    from benchapp.listeners import record
+    from psycopg import sql
+
+    schema, name = args.table.split(".")
+    log = sql.Identifier(schema, name)
+    claim = sql.SQL(
+        "DELETE FROM {} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {} LIMIT %s "
+        "FOR UPDATE SKIP LOCKED)) RETURNING (row->>'id')::bigint"
+    ).format(log, log)
+    statement = claim.as_string(None)
+    emit({"ready": time.time()})
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement, [args.batch])
+            ids = [row[0] for row in cursor.fetchall()]
+            for ref in ids:
+                record(FLOOR_CONSUMED_KIND, ref)
+        if not ids:
+            time.sleep(0.001)
+
+
 def cmd_unsupported(args: argparse.Namespace) -> None:
     emit(dict(channels.UNSUPPORTED))
 
@@ -281,6 +313,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("unsupported")
+    floor = sub.add_parser("floor-consume")
+    floor.add_argument("--table", required=True, help="schema.table of the floor's events")
+    floor.add_argument("--batch", type=int, default=500)
     for name in ("bulk", "notify", "paced", "bare", "bare-produce", "listener-only"):
         p = sub.add_parser(name)
         p.add_argument("--mode", choices=sorted(MODELS), default="broadcast")
@@ -298,6 +333,7 @@ def main() -> None:
         "bare-produce": cmd_bare_produce,
         "listener-only": cmd_listener_only,
         "unsupported": cmd_unsupported,
+        "floor-consume": cmd_floor_consume,
     }
     commands[args.command](args)
 
