@@ -13,6 +13,14 @@ broadcast table, their sequence) and one table per variant, all alike
 * ``broadcast`` and ``retained``: the statement trigger pgpubsub generates
   for a broadcast and a retained ``TriggerChannel``, its body built by
   ``pgpubsub.sql.statement_body`` (the same function the triggers use);
+* ``durable``: the statement trigger of a durable ``TriggerChannel``,
+  writing to an outbox table shaped as Django's migrations create it
+  (its key's sequence has no cache); ``durable_cached``: the same into a
+  copy whose sequence caches 32 values per session;
+* ``floor_log_keyed``: the log floor with the event tables' ordered key,
+  ``(xid, id)``, which reading in commit order needs; and
+  ``broadcast_unkeyed``: the broadcast body into a copy of the broadcast
+  table without that key. Together they price the key;
 * ``broadcast_no_wakeup``: the broadcast body without its wake-up test
   (the shared advisory lock), to price that test on its own.
 
@@ -20,7 +28,9 @@ Nobody sleeps on the wake-up key, so a writer never sends a NOTIFY: this
 is the writer's cost while readers are busy. pgbench then runs the single
 row ``INSERT`` of workload 8 on each table, in alternating order over the
 rounds, and the script prints each variant's median tps over the
-reference's. Run it on the benchmark's server settings (fsync on)::
+reference's, and the server's CPU per transaction (all PostgreSQL
+processes, sampled while every writer is connected). Run it on the
+benchmark's server settings (fsync on)::
 
     PGPUBSUB_PG_DURABLE=1 PGPUBSUB_PGDATA=bench/.work/pgdata-trigger-cost \\
         .venv/bin/python tools/pgserver.py run -- .venv/bin/python bench/trigger_cost.py
@@ -36,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -53,6 +64,8 @@ from pgpubsub import sql as pgpubsub_sql  # noqa: E402
 DATABASE = "bench_trigger_cost"
 CHANNEL = "bench.channels.CostChannel"
 WAKE_KEY = 4242
+
+_DURABLE_HEAD = pgpubsub_sql.stored_head("bench", "costrow", "after_insert", "INSERT")
 
 #: Variant name -> the trigger function's DECLARE and body (None: no trigger).
 VARIANTS: dict[str, tuple[str, str] | None] = {
@@ -74,6 +87,28 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
             CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=False, retained=True
         ),
     ),
+    "durable": (
+        f"pgpubsub_head text := {_DURABLE_HEAD};",
+        pgpubsub_sql.statement_body(
+            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=True, retained=False
+        ),
+    ),
+    "durable_cached": (
+        f"pgpubsub_head text := {_DURABLE_HEAD};",
+        pgpubsub_sql.statement_body(
+            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=True, retained=False
+        ).replace("INSERT INTO pgpubsub_notification ", "INSERT INTO notification_cached "),
+    ),
+    "floor_log_keyed": (
+        "",
+        "INSERT INTO floor_log_keyed (row) SELECT to_jsonb(r) FROM pgpubsub_new AS r;\n"
+        "    RETURN NULL;",
+    ),
+    "broadcast_unkeyed": (
+        f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};",
+        pgpubsub_sql.table_insert("broadcast_unkeyed", CHANNEL, "after_insert", "INSERT")
+        + "    RETURN NULL;",
+    ),
     "broadcast_no_wakeup": (
         f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};",
         pgpubsub_sql.table_insert(pgpubsub_sql.BROADCAST_TABLE, CHANNEL, "after_insert", "INSERT")
@@ -82,7 +117,15 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
 }
 
 #: Tables emptied between rounds.
-EVENT_TABLES = ("pgpubsub_event", "pgpubsub_broadcast", "floor_log")
+EVENT_TABLES = (
+    "pgpubsub_event",
+    "pgpubsub_broadcast",
+    "floor_log",
+    "floor_log_keyed",
+    "broadcast_unkeyed",
+    "pgpubsub_notification",
+    "notification_cached",
+)
 
 
 def _table(name: str) -> sql.Identifier:
@@ -97,6 +140,28 @@ def prepare(admin_url: str, url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(template.encode())
         conn.execute("CREATE TABLE floor_log (row jsonb NOT NULL)")
+        # The log floor with the event tables' ordered key, and the broadcast
+        # table without it: what the (xid, id) key costs a writer.
+        conn.execute(
+            "CREATE TABLE floor_log_keyed (xid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
+            "id bigint NOT NULL DEFAULT nextval('pgpubsub_event_id_seq'), row jsonb NOT NULL, "
+            "PRIMARY KEY (xid, id))"
+        )
+        conn.execute(
+            "CREATE UNLOGGED TABLE broadcast_unkeyed (LIKE pgpubsub_broadcast INCLUDING DEFAULTS)"
+        )
+        # The outbox as Django's migrations create it (its key's sequence has
+        # no cache), and a copy whose sequence caches 32 values per session.
+        for table, cache in (("pgpubsub_notification", 1), ("notification_cached", 32)):
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (id bigint GENERATED BY DEFAULT AS IDENTITY "
+                    "(CACHE {}) PRIMARY KEY, channel varchar(63) NOT NULL, payload jsonb NOT NULL, "
+                    "created_at timestamptz NOT NULL DEFAULT now(), db_version integer, "
+                    "attempts integer NOT NULL DEFAULT 0, available_at timestamptz, "
+                    "last_error text, state varchar(16) NOT NULL DEFAULT 'pending')"
+                ).format(sql.Identifier(table), sql.Literal(cache))
+            )
         for name, trigger in VARIANTS.items():
             conn.execute(
                 sql.SQL(
@@ -135,27 +200,61 @@ def empty(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def run_pgbench(pgbench: Path, url: str, name: str, writers: int, seconds: int) -> float:
+def server_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each of this machine's PostgreSQL server processes."""
+    found = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if not fh.read().startswith(b"postgres"):
+                    continue
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def run_pgbench(
+    pgbench: Path, url: str, name: str, writers: int, seconds: int
+) -> tuple[float, float]:
+    """tps, and the server's CPU microseconds per transaction.
+
+    The server's CPU is sampled from the second second to the last but one,
+    while every writer's backend is alive (a backend's CPU leaves /proc with
+    it), and divided by the transactions pgbench reports for that window.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         statement = sql.SQL("INSERT INTO {} (n, label) VALUES (:client_id, '');\n")
         script.write(statement.format(_table(name)).as_string(None))
     try:
-        out = subprocess.run(
+        proc = subprocess.Popen(
             [
                 str(pgbench),
                 *("--no-vacuum", "--client", str(writers), "--jobs", str(min(2, writers))),
-                *("--time", str(seconds), "--file", script.name, url),
+                *("--time", str(seconds), "--progress", "1", "--file", script.name, url),
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=True,
-        ).stdout
+        )
+        time.sleep(1.2)
+        first, t0 = server_cpu(), time.monotonic()
+        time.sleep(max(0.5, seconds - 2.4))
+        last, t1 = server_cpu(), time.monotonic()
+        out, progress = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"pgbench on {name} failed:\n{progress[-1500:]}")
     finally:
         os.unlink(script.name)
     found = _TPS.search(out)
     if found is None:
         raise SystemExit(f"pgbench on {name} printed no tps:\n{out[-1500:]}")
-    return float(found.group(1))
+    rate = float(found.group(1))
+    cpu = sum(last[pid] - first[pid] for pid in last if pid in first)
+    return rate, 1e6 * cpu / (rate * (t1 - t0))
 
 
 def main() -> None:
@@ -169,19 +268,24 @@ def main() -> None:
     pgbench = find_pgbench()
     prepare(admin_url, url)
     tps: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     for writers in (int(w) for w in args.writers.split(",")):
         for round_ in range(args.rounds):
             names = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
             for name in names:
-                tps.setdefault((name, writers), []).append(
-                    run_pgbench(pgbench, url, name, writers, args.seconds)
-                )
+                rate, per_tx = run_pgbench(pgbench, url, name, writers, args.seconds)
+                tps.setdefault((name, writers), []).append(rate)
+                cpu.setdefault((name, writers), []).append(per_tx)
             empty(url)
         reference = statistics.median(tps[("none", writers)])
         print(f"{writers} writer(s), median of {args.rounds} rounds of {args.seconds} s:")
         for name in VARIANTS:
             median = statistics.median(tps[(name, writers)])
-            print(f"  {name:20s} {median:9.0f} tx/s  {median / reference:5.2f}x no trigger")
+            per_tx = statistics.median(cpu[(name, writers)])
+            print(
+                f"  {name:20s} {median:9.0f} tx/s  {median / reference:5.2f}x no trigger  "
+                f"server CPU {per_tx:5.0f} us/tx"
+            )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(DATABASE)))
 

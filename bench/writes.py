@@ -383,15 +383,30 @@ def measure(
             if bare is not None:
                 procs = [*procs, bare]
             cpu_before = _cpu(consumer.pid)
+            # The consumer's PostgreSQL backends (every other session is pgbench's,
+            # which has not started yet): their CPU is the consumer's too.
+            backends = _client_backends(impl)
+            backends_before = _cpu_sum(backends)
+            wal_before = _wal_position(impl)
             bench = run_pgbench(
                 settings.pgbench, impl, variant.table, clients, settings.threads, settings.seconds
             )
+            # WAL is what every commit waits to flush: how much each transaction
+            # wrote, the worker's own writes during the burst included.
+            wal_bytes = _wal_bytes_since(impl, wal_before)
             # On two cores a busy worker takes CPU from the writers: say how much.
             cpu_after = _cpu(consumer.pid)
             busy = None
             if cpu_before is not None and cpu_after is not None:
                 busy = 100 * (cpu_after - cpu_before) / (bench["t_end"] - bench["t_start"])
             result: dict[str, Any] = {"clients": clients, **bench, "worker_cpu_pct": busy}
+            backends_after = _cpu_sum(backends)
+            if backends_before is not None and backends_after is not None:
+                result["worker_backends_cpu_pct"] = (
+                    100 * (backends_after - backends_before) / (bench["t_end"] - bench["t_start"])
+                )
+            if bench["transactions"]:
+                result["wal_bytes_per_tx"] = wal_bytes / bench["transactions"]
             if variant.kind is not None:
                 result.update(_drain(impl, variant, bench["t_end"], procs, settings, tick))
             elif variant.key == "floor_log" and not _log_matches(impl):
@@ -422,6 +437,39 @@ def _consumer(
         yield proc
     finally:
         stop_process(proc)
+
+
+def _client_backends(impl: Impl) -> list[int]:
+    """The pids of the database's other client sessions, if the server runs on this machine."""
+    with impl.connect() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(row[0]) for row in rows if os.path.exists(f"/proc/{row[0]}")]
+
+
+def _cpu_sum(pids: list[int]) -> float | None:
+    if not pids:
+        return None
+    seconds = [_cpu(pid) for pid in pids]
+    return None if any(s is None for s in seconds) else sum(s for s in seconds if s is not None)
+
+
+def _wal_position(impl: Impl) -> str:
+    with impl.connect() as conn:
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _wal_bytes_since(impl: Impl, start: str) -> float:
+    with impl.connect() as conn:
+        row = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)", [start]
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
 
 
 def _cpu(pid: int) -> float | None:
