@@ -410,6 +410,9 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             parts = []
             if o is not None and limit:
                 parts.append(f"ours = {o / limit:.2f} of the limit")
+            bare = med(ratios(f"bare_{kind}", OURS, clients))
+            if bare is not None:
+                parts.append(f"our trigger with a bare consumer, not our worker: {bare:.2f}x")
             if len(ours_ratios) > 1:
                 parts.append(f"ours per round {spread(ours_ratios)}")
             if len(theirs_ratios) > 1:

@@ -22,6 +22,9 @@ Options (environment variables in brackets):
     seconds of pgbench per measurement of workload 8 (default 5; smoke 1).
 ``--w8-writers N,...`` [``BENCH_W8_WRITERS``]
     pgbench clients of workload 8 (default 1,8,32,64; smoke 1,8).
+``--w8-bare`` [``BENCH_W8_BARE=1``]
+    also measure our durable and retained triggers with a bare consumer on
+    their tables in place of our worker (``benchtool.py floor-consume``).
 ``--no-eventstream`` [``BENCH_NO_EVENTSTREAM=1``]
     skip django-eventstream in workloads 11 and 12 (``--eventstream`` includes
     it in a smoke run).
@@ -99,6 +102,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--w8-seconds", type=int, default=int(os.environ.get("BENCH_W8_SECONDS", "0"))
     )
     parser.add_argument("--w8-writers", default=os.environ.get("BENCH_W8_WRITERS", ""))
+    parser.add_argument("--w8-bare", action="store_true", default=_env_flag("BENCH_W8_BARE"))
     parser.add_argument(
         "--no-eventstream", action="store_true", default=_env_flag("BENCH_NO_EVENTSTREAM")
     )
@@ -250,7 +254,7 @@ def _writes(
     reference or the other library's twin.
     """
     by_key = {impl.key: impl for impl in impls}
-    middle = writes.variants(unsupported, with_theirs="theirs" in by_key)
+    middle = writes.variants(unsupported, with_theirs="theirs" in by_key, with_bare=cfg.w8_bare)
     if rnd % 2:
         middle.reverse()
     group = [writes.REFERENCE, *middle, writes.REFERENCE]
@@ -373,6 +377,7 @@ def main(argv: list[str]) -> int:
         cfg.w8_seconds = args.w8_seconds
     if args.w8_writers:
         cfg.w8_writers = _writer_counts(args.w8_writers)
+    cfg.w8_bare = args.w8_bare
     with_theirs = not (args.smoke or args.no_theirs) or args.theirs
     only = {w.strip() for w in args.only.split(",") if w.strip()}
     unknown = only - WORKLOADS

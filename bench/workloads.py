@@ -77,6 +77,8 @@ class Config:
     w8_writers: tuple[int, ...] = (1, 8, 32, 64)
     w8_seconds: int = 5
     w8_threads: int = 2
+    #: Also measure our triggers with the bare consumer (``--w8-bare``).
+    w8_bare: bool = False
     #: How long the worker may take to catch up after a burst.
     w8_drain_deadline: float = 60.0
     #: Workload 9 (issue 14): subscribers in one process, the producer's

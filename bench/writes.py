@@ -90,6 +90,9 @@ class Variant:
     kind: str | None = None
     #: The bench channel class this needs; skipped when the library cannot declare it.
     channel_class: str | None = None
+    #: A bare consumer (``benchtool.py floor-consume``) on this event table
+    #: ((schema, table), how its rows name the source row), instead of the worker.
+    bare: tuple[tuple[str, str], str] | None = None
 
 
 def _ours(key: str, *, table: str, channel: str, mode: str, kind: str) -> Variant:
@@ -112,6 +115,8 @@ FLOOR_NOTIFY = Variant(
 FLOOR_LOG = Variant(
     "floor_log", "floor: to_jsonb into a log table", "ours", (FLOOR_SCHEMA, "log_rows")
 )
+#: The table the bare consumer of the limit claims its events from.
+CONSUMED_LOG = (FLOOR_SCHEMA, "consumed_log")
 #: The log floor with a bare consumer (``benchtool.py floor-consume``) on its events.
 FLOOR_CONSUMED = Variant(
     "floor_consumed",
@@ -119,9 +124,8 @@ FLOOR_CONSUMED = Variant(
     "ours",
     (FLOOR_SCHEMA, "consumed_rows"),
     kind="floor_consumed",
+    bare=(CONSUMED_LOG, "row"),
 )
-#: The table the bare consumer claims its events from.
-CONSUMED_LOG = (FLOOR_SCHEMA, "consumed_log")
 #: Our channel kinds, in report order.
 OUR_KINDS = (
     _ours(
@@ -146,6 +150,21 @@ OUR_KINDS = (
         kind="retained_row",
     ),
 )
+#: ``--w8-bare``: our durable and retained triggers with the bare consumer on
+#: their tables instead of our worker (idle on the broadcast channel), to
+#: tell what our tables cost writers from what our worker does.
+BARE_ON_OURS = tuple(
+    dataclasses.replace(
+        v,
+        key=f"bare_{v.key}",
+        label=f"pgpubsub {v.key} trigger + bare consumer",
+        channel=IDLE_CHANNEL,
+        warm_mode=IDLE_MODE,
+        kind=f"bare_{v.key}",
+        bare=(("public", table), "event"),
+    )
+    for v, table in zip(OUR_KINDS[1:], ("pgpubsub_notification", "pgpubsub_event"), strict=True)
+)
 #: django-pgpubsub 1.3.1's kinds, on the same channels (it has no retention).
 THEIR_KINDS = tuple(
     dataclasses.replace(v, impl="theirs", label=f"1.3.1 {v.key}")
@@ -154,18 +173,23 @@ THEIR_KINDS = tuple(
 )
 
 
-def variants(unsupported: dict[str, str], *, with_theirs: bool) -> list[Variant]:
+def variants(
+    unsupported: dict[str, str], *, with_theirs: bool, with_bare: bool = False
+) -> list[Variant]:
     """The variants measured against the reference, in the order they run.
 
-    Ours and 1.3.1's measurement of each kind run next to each other;
-    ``unsupported`` (channel class -> why) removes what the installed
-    library cannot declare.
+    Ours and 1.3.1's measurement of each kind run next to each other (and,
+    ``with_bare``, ours with the bare consumer on our tables); ``unsupported``
+    (channel class -> why) removes what the installed library cannot declare.
     """
     out = [FLOOR_NOTIFY, FLOOR_LOG, FLOOR_CONSUMED]
     theirs = {v.key: v for v in THEIR_KINDS}
+    bare = {v.key: v for v in BARE_ON_OURS}
     for ours in OUR_KINDS:
         if ours.channel_class not in unsupported:
             out.append(ours)
+            if with_bare and f"bare_{ours.key}" in bare:
+                out.append(bare[f"bare_{ours.key}"])
         if with_theirs and ours.key in theirs:
             out.append(theirs[ours.key])
     return out
@@ -421,11 +445,16 @@ def measure(
 def _consumer(
     impl: Impl, variant: Variant, settings: Settings
 ) -> Iterator[subprocess.Popen[str] | None]:
-    """The bare consumer of :data:`FLOOR_CONSUMED`, ready; None for every other variant."""
-    if variant is not FLOOR_CONSUMED:
+    """The variant's bare consumer, ready; None for a variant without one."""
+    if variant.bare is None or variant.kind is None:
         yield None
         return
-    proc = impl.tool_process("floor-consume", "--table", ".".join(CONSUMED_LOG), log="floor")
+    table, ref = variant.bare
+    proc = impl.tool_process(
+        "floor-consume",
+        *("--table", ".".join(table), "--ref", ref, "--kind", variant.kind),
+        log="floor",
+    )
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], settings.warm_up_deadline)
@@ -577,6 +606,7 @@ def _drain(
 
 
 __all__ = [
+    "BARE_ON_OURS",
     "FLOOR_CONSUMED",
     "FLOOR_SCHEMA",
     "OUR_KINDS",

@@ -19,10 +19,12 @@ Commands:
             listener calls (one ORM insert), BATCH per transaction, with no
             notification at all; no worker can handle events faster than this
 ``floor-consume``  workload 8's limit: the least a consumer on the writers' machine
-            can do. Until stopped, claim and delete up to BATCH rows of the log
-            floor's event table per transaction (one statement) and call the
-            listeners' function once per row in that transaction; poll every
-            millisecond when the table is empty
+            can do. Until stopped, claim and delete up to BATCH rows of an event
+            table per transaction (one statement) and call the listeners'
+            function once per row in that transaction, recording KIND; poll
+            every millisecond when the table is empty. ``--ref row``: the log
+            floor's rows (``to_jsonb`` of the source row); ``--ref event``:
+            pgpubsub's own tables (the source row's id under ``new``)
 ``unsupported``  the bench channels the installed library cannot declare, and why
 """
 
@@ -289,10 +291,14 @@ def cmd_floor_consume(args: argparse.Namespace) -> None:
 
     schema, name = args.table.split(".")
     log = sql.Identifier(schema, name)
+    ref = {
+        "row": sql.SQL("(row->>'id')::bigint"),
+        "event": sql.SQL("(payload::jsonb->'new'->>'id')::bigint"),
+    }[args.ref]
     claim = sql.SQL(
         "DELETE FROM {} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {} LIMIT %s "
-        "FOR UPDATE SKIP LOCKED)) RETURNING (row->>'id')::bigint"
-    ).format(log, log)
+        "FOR UPDATE SKIP LOCKED)) RETURNING {}"
+    ).format(log, log, ref)
     statement = claim.as_string(None)
     emit({"ready": time.time()})
     while True:
@@ -300,7 +306,7 @@ def cmd_floor_consume(args: argparse.Namespace) -> None:
             cursor.execute(statement, [args.batch])
             ids = [row[0] for row in cursor.fetchall()]
             for ref in ids:
-                record(FLOOR_CONSUMED_KIND, ref)
+                record(args.kind, ref)
         if not ids:
             time.sleep(0.001)
 
@@ -316,6 +322,8 @@ def main() -> None:
     floor = sub.add_parser("floor-consume")
     floor.add_argument("--table", required=True, help="schema.table of the floor's events")
     floor.add_argument("--batch", type=int, default=500)
+    floor.add_argument("--kind", default=FLOOR_CONSUMED_KIND, help="what the listener records")
+    floor.add_argument("--ref", choices=("row", "event"), default="row")
     for name in ("bulk", "notify", "paced", "bare", "bare-produce", "listener-only"):
         p = sub.add_parser(name)
         p.add_argument("--mode", choices=sorted(MODELS), default="broadcast")
