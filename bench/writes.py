@@ -312,6 +312,11 @@ def create_floors(impl: Impl) -> None:
     notify_fn = sql.Identifier(FLOOR_SCHEMA, "notify_only")
     log_fn = sql.Identifier(FLOOR_SCHEMA, "log_only")
     consumed_fn = sql.Identifier(FLOOR_SCHEMA, "log_consumed")
+    log_only = sql.SQL(
+        "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n    INSERT INTO {} SELECT to_jsonb(r) FROM new_rows r;\n"
+        "    RETURN NULL;\nEND\n$$"
+    )
     statements = [
         sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema),
         sql.SQL("CREATE SCHEMA {}").format(schema),
@@ -331,17 +336,9 @@ def create_floors(impl: Impl) -> None:
             "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             "BEGIN\n    PERFORM pg_notify('c', 'x');\n    RETURN NULL;\nEND\n$$"
         ).format(notify_fn),
-        sql.SQL(
-            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n    INSERT INTO {} SELECT to_jsonb(r) FROM new_rows r;\n"
-            "    RETURN NULL;\nEND\n$$"
-        ).format(log_fn, log),
-        # The same body as log_only, into the table the bare consumer reads.
-        sql.SQL(
-            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n    INSERT INTO {} SELECT to_jsonb(r) FROM new_rows r;\n"
-            "    RETURN NULL;\nEND\n$$"
-        ).format(consumed_fn, consumed_log),
+        # The limit's trigger has the log floor's body, into the table its consumer reads.
+        log_only.format(log_fn, log),
+        log_only.format(consumed_fn, consumed_log),
         sql.SQL(
             "CREATE TRIGGER notify_only AFTER INSERT ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
         ).format(notify_rows, notify_fn),
