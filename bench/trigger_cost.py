@@ -65,7 +65,21 @@ DATABASE = "bench_trigger_cost"
 CHANNEL = "bench.channels.CostChannel"
 WAKE_KEY = 4242
 
-_DURABLE_HEAD = pgpubsub_sql.stored_head("bench", "costrow", "after_insert", "INSERT")
+_CONTEXT = f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};"
+_DURABLE_HEAD = "pgpubsub_head text := {};".format(
+    pgpubsub_sql.stored_head("bench", "costrow", "after_insert", "INSERT")
+)
+
+
+def _generated(*, durable: bool, retained: bool) -> tuple[str, str]:
+    """The DECLARE and body pgpubsub generates for an AFTER INSERT statement trigger."""
+    body = pgpubsub_sql.statement_body(
+        CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=durable, retained=retained
+    )
+    return (_DURABLE_HEAD if durable else _CONTEXT), body
+
+
+_DURABLE = _generated(durable=True, retained=False)
 
 #: Variant name -> the trigger function's DECLARE and body (None: no trigger).
 VARIANTS: dict[str, tuple[str, str] | None] = {
@@ -75,29 +89,12 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         "",
         "INSERT INTO floor_log SELECT to_jsonb(r) FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
-    "broadcast": (
-        f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};",
-        pgpubsub_sql.statement_body(
-            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=False, retained=False
-        ),
-    ),
-    "retained": (
-        f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};",
-        pgpubsub_sql.statement_body(
-            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=False, retained=True
-        ),
-    ),
-    "durable": (
-        f"pgpubsub_head text := {_DURABLE_HEAD};",
-        pgpubsub_sql.statement_body(
-            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=True, retained=False
-        ),
-    ),
+    "broadcast": _generated(durable=False, retained=False),
+    "retained": _generated(durable=False, retained=True),
+    "durable": _DURABLE,
     "durable_cached": (
-        f"pgpubsub_head text := {_DURABLE_HEAD};",
-        pgpubsub_sql.statement_body(
-            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=True, retained=False
-        ).replace("INSERT INTO pgpubsub_notification ", "INSERT INTO notification_cached "),
+        _DURABLE[0],
+        _DURABLE[1].replace("INTO pgpubsub_notification ", "INTO notification_cached "),
     ),
     "floor_log_keyed": (
         "",
@@ -105,12 +102,12 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         "    RETURN NULL;",
     ),
     "broadcast_unkeyed": (
-        f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};",
+        _CONTEXT,
         pgpubsub_sql.table_insert("broadcast_unkeyed", CHANNEL, "after_insert", "INSERT")
         + "    RETURN NULL;",
     ),
     "broadcast_no_wakeup": (
-        f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};",
+        _CONTEXT,
         pgpubsub_sql.table_insert(pgpubsub_sql.BROADCAST_TABLE, CHANNEL, "after_insert", "INSERT")
         + "    RETURN NULL;",
     ),
