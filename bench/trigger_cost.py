@@ -22,7 +22,14 @@ broadcast table, their sequence) and one table per variant, all alike
   ``broadcast_unkeyed``: the broadcast body into a copy of the broadcast
   table without that key. Together they price the key;
 * ``broadcast_no_wakeup``: the broadcast body without its wake-up test
-  (the shared advisory lock), to price that test on its own.
+  (the shared advisory lock), to price that test on its own;
+* ``broadcast_raw``: only the broadcast table's INSERT, one
+  ``json_build_object`` per row, with no context test and no wake-up;
+  ``broadcast_raw_unkeyed`` the same into the copy without the key, and
+  ``broadcast_raw_spread_key`` into a copy whose key starts with the
+  writer's backend (``pg_backend_pid() % 8``), so that concurrent writers
+  insert at eight places in the index instead of one. Together they tell
+  the CPU of the key's index from contention on its last page.
 
 Nobody sleeps on the wake-up key, so a writer never sends a NOTIFY: this
 is the writer's cost while readers are busy. pgbench then runs the single
@@ -35,7 +42,19 @@ benchmark's server settings (fsync on)::
     PGPUBSUB_PG_DURABLE=1 PGPUBSUB_PGDATA=bench/.work/pgdata-trigger-cost \\
         .venv/bin/python tools/pgserver.py run -- .venv/bin/python bench/trigger_cost.py
 
-``--writers 1,32``, ``--seconds 5`` and ``--rounds 3`` are the defaults.
+``--writers 1,32``, ``--seconds 5`` and ``--rounds 3`` are the defaults;
+``--variants a,b`` measures only those (and ``none``).
+
+``--consume`` runs the least a consumer can do beside pgbench, on the same
+cores, for every variant that writes events: a process that takes the
+events in batches of up to 500, inserts one row per event into a scratch
+table in the same transaction, and polls every millisecond when there is
+nothing. It reads the event log and the broadcast table by position, with
+the query pgpubsub's readers run (``pgpubsub.sql.read_events``), and it
+claims rows of the outbox and the unindexed tables with ``DELETE ...
+RETURNING`` by ``ctid``, as workload 8's limit does. It prices the tables
+and triggers with their events consumed, free of the listener and worker
+costs of workload 8.
 """
 
 from __future__ import annotations
@@ -81,6 +100,15 @@ def _generated(*, durable: bool, retained: bool) -> tuple[str, str]:
 
 _DURABLE = _generated(durable=True, retained=False)
 
+# The broadcast table's INSERT alone: what remains of the broadcast body
+# without its context test and its wake-up.
+_RAW_INSERT = (
+    "INSERT INTO {table} (channel, payload)\n"
+    f"        SELECT {sql.Literal(CHANNEL).as_string()},"
+    " json_build_object('trigger', 'after_insert', 'op', 'INSERT', 'new', to_json(r))"
+    " FROM pgpubsub_new AS r;\n    RETURN NULL;"
+)
+
 #: Variant name -> the trigger function's DECLARE and body (None: no trigger).
 VARIANTS: dict[str, tuple[str, str] | None] = {
     "none": None,
@@ -111,6 +139,26 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         pgpubsub_sql.table_insert(pgpubsub_sql.BROADCAST_TABLE, CHANNEL, "after_insert", "INSERT")
         + "    RETURN NULL;",
     ),
+    "broadcast_raw": ("", _RAW_INSERT.format(table=pgpubsub_sql.BROADCAST_TABLE)),
+    "broadcast_raw_unkeyed": ("", _RAW_INSERT.format(table="broadcast_unkeyed")),
+    "broadcast_raw_spread_key": ("", _RAW_INSERT.format(table="broadcast_spread_key")),
+}
+
+#: The table each variant writes its events to, and how ``--consume`` takes
+#: them: "position" (read by position, as pgpubsub's readers do) or
+#: "delete" (claimed with DELETE ... RETURNING by ctid).
+EVENTS_IN: dict[str, tuple[str, str]] = {
+    "floor_log": ("floor_log", "delete"),
+    "broadcast": (pgpubsub_sql.BROADCAST_TABLE, "position"),
+    "retained": (pgpubsub_sql.EVENT_LOG, "position"),
+    "durable": ("pgpubsub_notification", "delete"),
+    "durable_cached": ("notification_cached", "delete"),
+    "floor_log_keyed": ("floor_log_keyed", "delete"),
+    "broadcast_unkeyed": ("broadcast_unkeyed", "delete"),
+    "broadcast_no_wakeup": (pgpubsub_sql.BROADCAST_TABLE, "position"),
+    "broadcast_raw": (pgpubsub_sql.BROADCAST_TABLE, "position"),
+    "broadcast_raw_unkeyed": ("broadcast_unkeyed", "delete"),
+    "broadcast_raw_spread_key": ("broadcast_spread_key", "delete"),
 }
 
 #: Tables emptied between rounds.
@@ -120,6 +168,7 @@ EVENT_TABLES = (
     "floor_log",
     "floor_log_keyed",
     "broadcast_unkeyed",
+    "broadcast_spread_key",
     "pgpubsub_notification",
     "notification_cached",
 )
@@ -147,6 +196,12 @@ def prepare(admin_url: str, url: str) -> None:
         conn.execute(
             "CREATE UNLOGGED TABLE broadcast_unkeyed (LIKE pgpubsub_broadcast INCLUDING DEFAULTS)"
         )
+        conn.execute(
+            "CREATE UNLOGGED TABLE broadcast_spread_key (writer smallint NOT NULL "
+            "DEFAULT pg_backend_pid() % 8, LIKE pgpubsub_broadcast INCLUDING DEFAULTS, "
+            "PRIMARY KEY (writer, xid, id))"
+        )
+        conn.execute("CREATE TABLE consumed (n integer NOT NULL)")
         # The outbox as Django's migrations create it (its key's sequence has
         # no cache), and a copy whose sequence caches 32 values per session.
         for table, cache in (("pgpubsub_notification", 1), ("notification_cached", 32)):
@@ -184,17 +239,50 @@ def prepare(admin_url: str, url: str) -> None:
             )
 
 
-def empty(url: str) -> None:
-    """Check that every trigger wrote its events, then empty the tables."""
+def empty(url: str, measured: list[str], consumed: bool) -> None:
+    """Check that every trigger measured wrote its events, then empty the tables.
+
+    With ``--consume`` the consumer has taken the events: the check is then
+    that it recorded some.
+    """
     with psycopg.connect(url, autocommit=True) as conn:
-        for table in EVENT_TABLES:
+        written = {EVENTS_IN[name][0] for name in measured if name in EVENTS_IN}
+        for table in sorted({"consumed"} if consumed and written else written):
             query = sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(table))
             row = conn.execute(query).fetchone()
             if not row or not row[0]:
                 raise SystemExit(f"{table} is empty: a trigger under test wrote nothing")
-        tables = [*EVENT_TABLES, *(f"cost_{name}" for name in VARIANTS)]
+        tables = [*EVENT_TABLES, "consumed", *(f"cost_{name}" for name in VARIANTS)]
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, tables))))
         conn.execute("CHECKPOINT")
+
+
+def consume(url: str, table: str, how: str) -> None:
+    """Take a table's events until killed: the least a consumer does (``--consume``)."""
+    record = "INSERT INTO consumed (n) VALUES (1)"
+    with psycopg.connect(url, autocommit=True) as conn:
+        if how == "delete":
+            claim = sql.SQL(
+                "DELETE FROM {t} WHERE ctid = ANY(ARRAY("
+                "SELECT ctid FROM {t} LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING 1"
+            ).format(t=sql.Identifier(table))
+            while True:
+                with conn.transaction(), conn.cursor() as cur:
+                    taken = len(cur.execute(claim).fetchall())
+                    if taken:
+                        cur.executemany(record, [()] * taken)
+                if not taken:
+                    time.sleep(0.001)
+        read = pgpubsub_sql.read_events({table: [CHANNEL]})
+        params: dict[str, object] = {"xid": "0", "id": 0, "limit": 500, table: [CHANNEL]}
+        while True:
+            with conn.transaction(), conn.cursor() as cur:
+                rows = [row for row in cur.execute(read, params).fetchall() if row[2] is not None]
+                if rows:
+                    params.update(xid=rows[-1][2], id=rows[-1][3])
+                    cur.executemany(record, [()] * len(rows))
+            if not rows:
+                time.sleep(0.001)
 
 
 def server_cpu() -> dict[int, float]:
@@ -259,7 +347,22 @@ def main() -> None:
     parser.add_argument("--writers", default="1,32")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", default="", help="only these variants (and none)")
+    parser.add_argument("--consume", action="store_true", help="a bare consumer beside pgbench")
+    parser.add_argument("--consumer-of", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.consumer_of:
+        consume(*args.consumer_of)
+        return
+    measured = ["none", *(name for name in VARIANTS if name != "none")]
+    if args.variants:
+        wanted = args.variants.split(",")
+        unknown = sorted(set(wanted) - set(VARIANTS))
+        if unknown:
+            raise SystemExit(
+                f"--variants: no variant {', '.join(unknown)}; known: {', '.join(VARIANTS)}"
+            )
+        measured = ["none", *(name for name in measured if name in wanted and name != "none")]
     admin_url = os.environ["DATABASE_URL"]
     url = make_conninfo(admin_url, dbname=DATABASE)
     pgbench = find_pgbench()
@@ -268,19 +371,32 @@ def main() -> None:
     cpu: dict[tuple[str, int], list[float]] = {}
     for writers in (int(w) for w in args.writers.split(",")):
         for round_ in range(args.rounds):
-            names = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
-            for name in names:
-                rate, per_tx = run_pgbench(pgbench, url, name, writers, args.seconds)
+            for name in measured if round_ % 2 == 0 else list(reversed(measured)):
+                consumer = None
+                if args.consume and name in EVENTS_IN:
+                    table, how = EVENTS_IN[name]
+                    consumer = subprocess.Popen(
+                        [sys.executable, __file__, "--consumer-of", url, table, how]
+                    )
+                try:
+                    rate, per_tx = run_pgbench(pgbench, url, name, writers, args.seconds)
+                finally:
+                    if consumer is not None:
+                        consumer.kill()
+                        consumer.wait()
                 tps.setdefault((name, writers), []).append(rate)
                 cpu.setdefault((name, writers), []).append(per_tx)
-            empty(url)
+            empty(url, measured, args.consume)
         reference = statistics.median(tps[("none", writers)])
-        print(f"{writers} writer(s), median of {args.rounds} rounds of {args.seconds} s:")
-        for name in VARIANTS:
+        print(
+            f"{writers} writer(s), median of {args.rounds} rounds of {args.seconds} s"
+            f"{', a bare consumer beside pgbench' if args.consume else ''}:"
+        )
+        for name in measured:
             median = statistics.median(tps[(name, writers)])
             per_tx = statistics.median(cpu[(name, writers)])
             print(
-                f"  {name:20s} {median:9.0f} tx/s  {median / reference:5.2f}x no trigger  "
+                f"  {name:24s} {median:9.0f} tx/s  {median / reference:5.2f}x no trigger  "
                 f"server CPU {per_tx:5.0f} us/tx"
             )
     with psycopg.connect(admin_url, autocommit=True) as conn:
