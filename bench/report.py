@@ -410,6 +410,11 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             parts = []
             if o is not None and limit:
                 parts.append(f"ours = {o / limit:.2f} of the limit")
+            keyed = med(ratios("floor_keyed", OURS, clients))
+            if o is not None and keyed:
+                parts.append(
+                    f"limit with the ordered key {keyed:.2f}x, ours = {o / keyed:.2f} of it"
+                )
             bare = med(ratios(f"bare_{kind}", OURS, clients))
             if bare is not None:
                 parts.append(f"our trigger with a bare consumer, not our worker: {bare:.2f}x")

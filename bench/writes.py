@@ -22,6 +22,9 @@ The variants are data (:data:`REFERENCE`, the floors, :data:`OUR_KINDS` and
   batch, and the listeners' own function runs once per event in that
   transaction). A library's worker runs the same listener function, so no
   design that consumes its events on the writers' machine can beat it;
+* with ``--w8-bare``, :data:`FLOOR_CONSUMED_KEYED`: the limit again with the
+  event tables' ordered key on its log, the least a design that reads its
+  events in commit order pays;
 * each library's channel kinds: a ``TriggerChannel`` per kind, on a
   ``Timed*Row`` model of ``bench/project``, with the triggers the library's
   own migrations install.
@@ -126,6 +129,20 @@ FLOOR_CONSUMED = Variant(
     kind="floor_consumed",
     bare=(CONSUMED_LOG, "row"),
 )
+#: The table the keyed limit's bare consumer claims its events from.
+KEYED_LOG = (FLOOR_SCHEMA, "keyed_log")
+#: ``--w8-bare``: the limit with the event tables' ordered key, ``(xid, id)``,
+#: on its log: what any design that reads its events in commit order pays at
+#: least, with the same bare consumer as the limit (it claims by ``ctid`` and
+#: never reads the key, so the difference is the writers' cost of the key).
+FLOOR_CONSUMED_KEYED = Variant(
+    "floor_keyed",
+    "limit with the ordered key",
+    "ours",
+    (FLOOR_SCHEMA, "keyed_rows"),
+    kind="floor_keyed",
+    bare=(KEYED_LOG, "row"),
+)
 #: Our channel kinds, in report order.
 OUR_KINDS = (
     _ours(
@@ -183,6 +200,8 @@ def variants(
     (channel class -> why) removes what the installed library cannot declare.
     """
     out = [FLOOR_NOTIFY, FLOOR_LOG, FLOOR_CONSUMED]
+    if with_bare:
+        out.append(FLOOR_CONSUMED_KEYED)
     theirs = {v.key: v for v in THEIR_KINDS}
     bare = {v.key: v for v in BARE_ON_OURS}
     for ours in OUR_KINDS:
@@ -312,6 +331,10 @@ def create_floors(impl: Impl) -> None:
     notify_fn = sql.Identifier(FLOOR_SCHEMA, "notify_only")
     log_fn = sql.Identifier(FLOOR_SCHEMA, "log_only")
     consumed_fn = sql.Identifier(FLOOR_SCHEMA, "log_consumed")
+    keyed_rows = sql.Identifier(*FLOOR_CONSUMED_KEYED.table)  # type: ignore[arg-type]
+    keyed_log = sql.Identifier(*KEYED_LOG)
+    keyed_seq = sql.Identifier(FLOOR_SCHEMA, "keyed_log_id_seq")
+    keyed_fn = sql.Identifier(FLOOR_SCHEMA, "log_keyed")
     log_only = sql.SQL(
         "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
         "BEGIN\n    INSERT INTO {} SELECT to_jsonb(r) FROM new_rows r;\n"
@@ -332,6 +355,15 @@ def create_floors(impl: Impl) -> None:
         ),
         sql.SQL("CREATE TABLE {} (row jsonb NOT NULL)").format(log),
         sql.SQL("CREATE TABLE {} (row jsonb NOT NULL)").format(consumed_log),
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+            keyed_rows, sql.Identifier(REFERENCE_TABLE)
+        ),
+        # The event tables' key, built as pgpubsub_v2.sql builds it.
+        sql.SQL("CREATE SEQUENCE {} CACHE 32").format(keyed_seq),
+        sql.SQL(
+            "CREATE TABLE {} (xid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
+            "id bigint NOT NULL DEFAULT nextval({}), row jsonb NOT NULL, PRIMARY KEY (xid, id))"
+        ).format(keyed_log, sql.Literal(f"{FLOOR_SCHEMA}.keyed_log_id_seq")),
         sql.SQL(
             "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             "BEGIN\n    PERFORM pg_notify('c', 'x');\n    RETURN NULL;\nEND\n$$"
@@ -339,6 +371,11 @@ def create_floors(impl: Impl) -> None:
         # The limit's trigger has the log floor's body, into the table its consumer reads.
         log_only.format(log_fn, log),
         log_only.format(consumed_fn, consumed_log),
+        sql.SQL(
+            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n    INSERT INTO {} (row) SELECT to_jsonb(r) FROM new_rows r;\n"
+            "    RETURN NULL;\nEND\n$$"
+        ).format(keyed_fn, keyed_log),
         sql.SQL(
             "CREATE TRIGGER notify_only AFTER INSERT ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
         ).format(notify_rows, notify_fn),
@@ -350,6 +387,10 @@ def create_floors(impl: Impl) -> None:
             "CREATE TRIGGER log_consumed AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
             "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
         ).format(consumed_rows, consumed_fn),
+        sql.SQL(
+            "CREATE TRIGGER log_keyed AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
+        ).format(keyed_rows, keyed_fn),
     ]
     with impl.connect() as conn, conn.transaction():
         for statement in statements:
@@ -360,7 +401,15 @@ def empty_floors(impl: Impl) -> None:
     with impl.connect() as conn:
         names = sql.SQL(", ").join(
             sql.Identifier(FLOOR_SCHEMA, t)
-            for t in ("notify_rows", "log_rows", "log", "consumed_rows", "consumed_log")
+            for t in (
+                "notify_rows",
+                "log_rows",
+                "log",
+                "consumed_rows",
+                "consumed_log",
+                "keyed_rows",
+                "keyed_log",
+            )
         )
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
 
@@ -605,6 +654,7 @@ def _drain(
 __all__ = [
     "BARE_ON_OURS",
     "FLOOR_CONSUMED",
+    "FLOOR_CONSUMED_KEYED",
     "FLOOR_SCHEMA",
     "OUR_KINDS",
     "REFERENCE",
