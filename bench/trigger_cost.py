@@ -76,6 +76,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from harness import cpu_seconds  # noqa: E402
 from writes import _TPS, find_pgbench  # noqa: E402
 
 from pgpubsub import sql as pgpubsub_sql  # noqa: E402
@@ -288,17 +289,13 @@ def consume(url: str, table: str, how: str) -> None:
 def server_cpu() -> dict[int, float]:
     """CPU seconds used so far by each of this machine's PostgreSQL server processes."""
     found = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if not fh.read().startswith(b"postgres"):
-                    continue
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+                if fh.read().startswith(b"postgres"):
+                    found[pid] = cpu_seconds(pid)
         except OSError:
             continue
-        found[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
     return found
 
 

@@ -118,30 +118,25 @@ FLOOR_NOTIFY = Variant(
 FLOOR_LOG = Variant(
     "floor_log", "floor: to_jsonb into a log table", "ours", (FLOOR_SCHEMA, "log_rows")
 )
-#: The table the bare consumer of the limit claims its events from.
-CONSUMED_LOG = (FLOOR_SCHEMA, "consumed_log")
+
+
+def _limit(key: str, label: str, rows: str, log: str) -> Variant:
+    """A log floor on ``rows`` whose events, logged in ``log``, a bare consumer takes."""
+    return Variant(
+        key, label, "ours", (FLOOR_SCHEMA, rows), kind=key, bare=((FLOOR_SCHEMA, log), "row")
+    )
+
+
 #: The log floor with a bare consumer (``benchtool.py floor-consume``) on its events.
-FLOOR_CONSUMED = Variant(
-    "floor_consumed",
-    "limit: log floor + bare consumer",
-    "ours",
-    (FLOOR_SCHEMA, "consumed_rows"),
-    kind="floor_consumed",
-    bare=(CONSUMED_LOG, "row"),
+FLOOR_CONSUMED = _limit(
+    "floor_consumed", "limit: log floor + bare consumer", "consumed_rows", "consumed_log"
 )
-#: The table the keyed limit's bare consumer claims its events from.
-KEYED_LOG = (FLOOR_SCHEMA, "keyed_log")
 #: ``--w8-bare``: the limit with the event tables' ordered key, ``(xid, id)``,
 #: on its log: what any design that reads its events in commit order pays at
 #: least, with the same bare consumer as the limit (it claims by ``ctid`` and
 #: never reads the key, so the difference is the writers' cost of the key).
-FLOOR_CONSUMED_KEYED = Variant(
-    "floor_keyed",
-    "limit with the ordered key",
-    "ours",
-    (FLOOR_SCHEMA, "keyed_rows"),
-    kind="floor_keyed",
-    bare=(KEYED_LOG, "row"),
+FLOOR_CONSUMED_KEYED = _limit(
+    "floor_keyed", "limit with the ordered key", "keyed_rows", "keyed_log"
 )
 #: Our channel kinds, in report order.
 OUR_KINDS = (
@@ -327,17 +322,17 @@ def create_floors(impl: Impl) -> None:
     log_rows = sql.Identifier(FLOOR_SCHEMA, "log_rows")
     log = sql.Identifier(FLOOR_SCHEMA, "log")
     consumed_rows = sql.Identifier(*FLOOR_CONSUMED.table)  # type: ignore[arg-type]
-    consumed_log = sql.Identifier(*CONSUMED_LOG)
+    consumed_log = sql.Identifier(*FLOOR_CONSUMED.bare[0])  # type: ignore[index]
     notify_fn = sql.Identifier(FLOOR_SCHEMA, "notify_only")
     log_fn = sql.Identifier(FLOOR_SCHEMA, "log_only")
     consumed_fn = sql.Identifier(FLOOR_SCHEMA, "log_consumed")
     keyed_rows = sql.Identifier(*FLOOR_CONSUMED_KEYED.table)  # type: ignore[arg-type]
-    keyed_log = sql.Identifier(*KEYED_LOG)
+    keyed_log = sql.Identifier(*FLOOR_CONSUMED_KEYED.bare[0])  # type: ignore[index]
     keyed_seq = sql.Identifier(FLOOR_SCHEMA, "keyed_log_id_seq")
     keyed_fn = sql.Identifier(FLOOR_SCHEMA, "log_keyed")
     log_only = sql.SQL(
         "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-        "BEGIN\n    INSERT INTO {} SELECT to_jsonb(r) FROM new_rows r;\n"
+        "BEGIN\n    INSERT INTO {} (row) SELECT to_jsonb(r) FROM new_rows r;\n"
         "    RETURN NULL;\nEND\n$$"
     )
     statements = [
@@ -368,14 +363,10 @@ def create_floors(impl: Impl) -> None:
             "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             "BEGIN\n    PERFORM pg_notify('c', 'x');\n    RETURN NULL;\nEND\n$$"
         ).format(notify_fn),
-        # The limit's trigger has the log floor's body, into the table its consumer reads.
+        # The limits' triggers have the log floor's body, into the tables their consumers read.
         log_only.format(log_fn, log),
         log_only.format(consumed_fn, consumed_log),
-        sql.SQL(
-            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n    INSERT INTO {} (row) SELECT to_jsonb(r) FROM new_rows r;\n"
-            "    RETURN NULL;\nEND\n$$"
-        ).format(keyed_fn, keyed_log),
+        log_only.format(keyed_fn, keyed_log),
         sql.SQL(
             "CREATE TRIGGER notify_only AFTER INSERT ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
         ).format(notify_rows, notify_fn),
