@@ -30,6 +30,8 @@ broadcast table, their sequence) and one table per variant, all alike
   writer's backend (``pg_backend_pid() % 8``), so that concurrent writers
   insert at eight places in the index instead of one. Together they tell
   the CPU of the key's index from contention on its last page.
+  ``broadcast_raw_xid_index`` writes to a copy indexed on ``xid`` alone,
+  a narrower key than ``(xid, id)``.
 
 Nobody sleeps on the wake-up key, so a writer never sends a NOTIFY: this
 is the writer's cost while readers are busy. pgbench then runs the single
@@ -143,6 +145,7 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
     "broadcast_raw": ("", _RAW_INSERT.format(table=pgpubsub_sql.BROADCAST_TABLE)),
     "broadcast_raw_unkeyed": ("", _RAW_INSERT.format(table="broadcast_unkeyed")),
     "broadcast_raw_spread_key": ("", _RAW_INSERT.format(table="broadcast_spread_key")),
+    "broadcast_raw_xid_index": ("", _RAW_INSERT.format(table="broadcast_xid_index")),
 }
 
 #: The table each variant writes its events to, and how ``--consume`` takes
@@ -160,6 +163,7 @@ EVENTS_IN: dict[str, tuple[str, str]] = {
     "broadcast_raw": (pgpubsub_sql.BROADCAST_TABLE, "position"),
     "broadcast_raw_unkeyed": ("broadcast_unkeyed", "delete"),
     "broadcast_raw_spread_key": ("broadcast_spread_key", "delete"),
+    "broadcast_raw_xid_index": ("broadcast_xid_index", "delete"),
 }
 
 #: Tables emptied between rounds.
@@ -170,6 +174,7 @@ EVENT_TABLES = (
     "floor_log_keyed",
     "broadcast_unkeyed",
     "broadcast_spread_key",
+    "broadcast_xid_index",
     "pgpubsub_notification",
     "notification_cached",
 )
@@ -202,6 +207,12 @@ def prepare(admin_url: str, url: str) -> None:
             "DEFAULT pg_backend_pid() % 8, LIKE pgpubsub_broadcast INCLUDING DEFAULTS, "
             "PRIMARY KEY (writer, xid, id))"
         )
+        # A narrower key: a plain index on xid alone (8 bytes, duplicates
+        # folded by the B-tree's deduplication) instead of the (xid, id) key.
+        conn.execute(
+            "CREATE UNLOGGED TABLE broadcast_xid_index (LIKE pgpubsub_broadcast INCLUDING DEFAULTS)"
+        )
+        conn.execute("CREATE INDEX ON broadcast_xid_index (xid)")
         conn.execute("CREATE TABLE consumed (n integer NOT NULL)")
         # The outbox as Django's migrations create it (its key's sequence has
         # no cache), and a copy whose sequence caches 32 values per session.
