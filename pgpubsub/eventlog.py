@@ -20,7 +20,7 @@ from . import sql
 from .channel import BaseChannel
 from .connector import Query, Row, first_row, no_result
 from .positions import Position, database_tag
-from .wakeups import LOCK_CLASS
+from .wakeups import LOCK_CLASS, wake_key
 
 #: Events read per statement.
 READ_BATCH = 1000
@@ -126,3 +126,13 @@ def ask_to_sleep(keys: list[int]) -> Query[str]:
 def give_back(keys: list[int]) -> Query[None]:
     """A reader gives keys back after a NOTIFY on their channels reached it."""
     return Query(sql.WAKE, [LOCK_CLASS, keys], no_result)
+
+
+def hand_over(names: list[str]) -> Query[None]:
+    """A reader that stops gives back the keys of these channels and wakes their other readers.
+
+    Without it, a reader that relied on this one would sleep until its
+    next safety-net poll.
+    """
+    keys = [wake_key(name) for name in names]
+    return Query(sql.HAND_OVER, [LOCK_CLASS, keys, names], no_result)

@@ -65,6 +65,8 @@ HUB_APPLICATION_NAME = "pgpubsub-hub"
 #: Seconds between looks at the tables while asleep holding the keys: the
 #: protocol loses no wake-up, so this is only a last line of defence.
 SAFETY_POLL_SECONDS = 60.0
+#: How long a closing hub waits to hand its keys over to other readers.
+HAND_OVER_TIMEOUT = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -492,6 +494,16 @@ class Hub:
 
     async def _close(self) -> None:
         if self.conn is not None:
+            idle = self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            if self.sleep.held and idle:
+                # Readers that rely on this hub's keys would otherwise sleep
+                # until their next poll.
+                hand_over = AsyncConnector(self.conn).run(
+                    eventlog.hand_over(sorted(self.sleep.held))
+                )
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(hand_over, HAND_OVER_TIMEOUT)
+            self.sleep.forget()
             with contextlib.suppress(Exception):
                 await self.conn.close()
             self.conn = None
@@ -531,14 +543,16 @@ class Hub:
                 # Caught up: ask to sleep now rather than read once more first.
                 asleep = False
                 busy.reset()
-            elif asleep and self.sleep.covers(channels):
+            if read.beyond:
+                # Events wait behind an older transaction still running, and
+                # its commit may wake nobody: read again shortly, asleep or not.
+                await self._wait(conn, busy.next())
+                continue
+            if not read.rows and asleep and self.sleep.covers(channels):
                 busy.reset()
                 timeout = conf.poll_interval() if self.sleep.relying else SAFETY_POLL_SECONDS
                 await self._wait(conn, timeout)
                 asleep = False
-                continue
-            if read.beyond:
-                await self._wait(conn, busy.next())
                 continue
             asked = self.sleep.to_request(channels)
             if asked:

@@ -512,6 +512,14 @@ SLEEP = "SELECT pgpubsub_sleep_v2(%s::integer[])"
 #: A reader gives keys back (after a NOTIFY on their channels).
 WAKE = "SELECT pg_advisory_unlock(%s, key) FROM unnest(%s::integer[]) AS key"
 
+#: A reader that stops gives its keys back, then wakes the readers that rely
+#: on it (the NOTIFYs go out when the statement commits, after the unlocks):
+#: (lock class, keys, the channels' names in the same order).
+HAND_OVER = """
+SELECT pg_advisory_unlock(%s, k.key), pg_notify(k.name, '')
+FROM unnest(%s::integer[], %s::text[]) AS k(key, name)
+"""
+
 # Retention cleanup takes this advisory lock for its transaction, so that one
 # process at a time cleans up.
 TRIM_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s)"

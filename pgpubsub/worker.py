@@ -101,6 +101,8 @@ class Worker:
         self._retries_due: list[float] = []
         self.stopping = False
         self.listen_conn: psycopg.Connection[Any] | None = None
+        # NOTIFYs taken from the connection by _wait() and not handled yet.
+        self._received: list[psycopg.Notify] = []
         # Opened by run(): a worker that is built but never run holds no pipe.
         self._waker: Waker | None = None
         self._next_sweep = 0.0
@@ -189,6 +191,13 @@ class Worker:
 
     def _close(self) -> None:
         if self.listen_conn is not None:
+            idle = self.listen_conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            if self.sleep.held and idle:
+                # Readers that rely on this worker's keys would otherwise
+                # sleep until their next poll.
+                with contextlib.suppress(Exception), self.listen_conn.cursor() as cursor:
+                    execute(cursor, eventlog.hand_over(sorted(self.sleep.held)))
+            self.sleep.forget()
             with contextlib.suppress(Exception):
                 self.listen_conn.close()
             self.listen_conn = None
@@ -210,9 +219,7 @@ class Worker:
         shortly; otherwise it reads once more, then waits on its socket.
         """
         conn = self.listen_conn
-        waker = self._waker
-        assert conn is not None and waker is not None
-        fd = conn.fileno()
+        assert conn is not None
         asleep = False
         while not self.stopping:
             delivered = self._take_notifies(conn)
@@ -233,14 +240,15 @@ class Worker:
                 # Caught up: ask to sleep now rather than read once more first.
                 asleep = False
                 self.busy.reset()
-            elif asleep and self.sleep.covers(self.by_db_name):
-                self.busy.reset()
-                waker.wait([fd], self._idle_timeout())
-                asleep = False
-                continue
             if beyond:
-                # Events wait behind an older transaction still running.
-                waker.wait([fd], self.busy.next())
+                # Events wait behind an older transaction still running, and
+                # its commit may wake nobody: read again shortly, asleep or not.
+                self._wait(conn, self.busy.next())
+                continue
+            if not delivered and asleep and self.sleep.covers(self.by_db_name):
+                self.busy.reset()
+                self._wait(conn, self._idle_timeout())
+                asleep = False
                 continue
             asked = self.sleep.to_request(self.by_db_name)
             if asked:
@@ -248,11 +256,25 @@ class Worker:
                 with conn.cursor() as cursor:
                     answer = execute(cursor, eventlog.ask_to_sleep(keys))
                 if self.sleep.answered(asked, answer):
-                    waker.wait([fd], self.busy.next())
+                    self._wait(conn, self.busy.next())
                     continue
             # What writers committed before the keys were taken is visible
             # now: read once more; later writers wake us.
             asleep = True
+
+    def _wait(self, conn: psycopg.Connection[Any], timeout: float | None) -> None:
+        """Wait for a NOTIFY, a signal or ``timeout``, unless a NOTIFY is already in hand.
+
+        The server sends the NOTIFYs that arrive while one of the worker's
+        statements runs before that statement's end, and psycopg keeps them:
+        the socket is quiet afterwards, and waiting on it would sleep
+        through a wake-up already received.
+        """
+        if not self._received:
+            self._received = list(conn.notifies(timeout=0))
+        if not self._received:
+            assert self._waker is not None
+            self._waker.wait([conn.fileno()], timeout)
 
     def _idle_timeout(self) -> float | None:
         """How long the worker may wait on its socket once asleep."""
@@ -324,7 +346,8 @@ class Worker:
         to ``PGPUBSUB_BATCH_SIZE`` messages, makes bigger batches, and so
         fewer of the worker's transactions, without delaying any.
         """
-        received = list(conn.notifies(timeout=0))
+        received, self._received = self._received, []
+        received += conn.notifies(timeout=0)
         while received and len(received) < self.batch_size:
             more = list(conn.notifies(timeout=0))
             if not more:

@@ -267,3 +267,75 @@ def test_a_steady_stream_is_delivered_whole_without_waiting_for_a_poll(start_wor
         time.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
     wait_deliveries(count, "greet", timeout=5)
     assert deliveries("greet") == [("greet", f"s{n}") for n in range(count)]
+
+
+def key_holders(channel: type[pgpubsub.Channel]) -> list[tuple[int, str, str]]:
+    """The worker sessions holding ``channel``'s key exclusively: (pid, state, last query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.pid, a.state, a.query FROM pg_locks AS l "
+            "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
+            "AND l.mode = 'ExclusiveLock' AND l.granted "
+            "AND a.application_name = 'pgpubsub-worker'",
+            [LOCK_CLASS, channel.wake_key()],
+        )
+        return list(cursor.fetchall())
+
+
+def test_an_event_behind_an_older_transaction_is_read_when_that_one_ends(start_worker):
+    # A writer commits without a wake-up while the worker is awake (it
+    # holds no key); the worker then asks to sleep, takes the key and reads
+    # once more, but the event waits behind an older transaction that is
+    # still running and publishes nothing. That transaction's commit wakes
+    # nobody, so the worker must not sleep while events wait behind it.
+    start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
+    wait_for(lambda: key_holders(Greeting), what="the worker to hold Greeting's key")
+    with psycopg.connect(db_url()) as older:
+        with deliveries_blocked():
+            # Wakes the worker, which gives the key back and stays busy.
+            pgpubsub.notify(Greeting, message="wake-up")
+            wait_blocked(1)
+            older.execute("SELECT pg_current_xact_id()")
+            # No reader holds the key: this writer sends no NOTIFY.
+            pgpubsub.notify(Greeting, message="behind")
+
+        def read_once_more() -> bool:
+            # The worker holds the key again and has read since it took it.
+            return any(
+                state == "idle" and "pgpubsub_sleep_v2" not in query
+                for _, state, query in key_holders(Greeting)
+            )
+
+        wait_for(read_once_more, what="the worker to take the key and read once more")
+        assert deliveries("greet") == [("greet", "wake-up")]
+        older.commit()
+        committed = time.time()
+    wait_deliveries(2, "greet", timeout=5)
+    delivered = Delivery.objects.get(listener="greet", key="behind").created_at.timestamp()
+    assert delivered - committed < 1.0
+
+
+def test_a_worker_that_stops_wakes_the_readers_relying_on_its_keys(start_worker, listen_conn):
+    # A second reader of a channel whose key another holds relies on that one
+    # to be woken. When the holder stops, it gives its keys back and NOTIFYs,
+    # so the other asks for the keys again instead of sleeping until its
+    # poll, a minute away here.
+    first = start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
+    holders = wait_for(lambda: key_holders(Greeting), what="the first worker to hold the key")
+    start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
+    name = Greeting.listen_safe_name()
+    listen_conn.execute(f"LISTEN {name}")
+    first.stop()
+    handed_over = [n for n in listen_conn.notifies(timeout=5, stop_after=1) if n.channel == name]
+    assert handed_over and handed_over[0].payload == ""
+    assert handed_over[0].pid == holders[0][0]
+    wait_for(
+        lambda: [pid for pid, _, _ in key_holders(Greeting)] not in ([], [holders[0][0]]),
+        what="the second worker to take the key",
+    )
+    published = time.time()
+    pgpubsub.notify(Greeting, message="after the hand-over")
+    wait_deliveries(1, "greet", timeout=5)
+    delivered = Delivery.objects.get(listener="greet").created_at.timestamp()
+    assert delivered - published < 1.0
