@@ -353,3 +353,37 @@ def test_a_steady_stream_reaches_many_subscribers_whole():
 
     expected = [f"s{n}" for n in range(count)]
     assert all(messages == expected for messages in run(scenario, timeout=count / rate + 20))
+
+
+def test_a_hub_that_stops_hands_its_keys_over_to_other_readers():
+    # A worker or hub that relied on this hub's key to be woken would sleep
+    # until its next poll once the hub is gone; the hub gives the key back
+    # and NOTIFYs on its way out, so they ask for the key again.
+    from pgpubsub.wakeups import LOCK_CLASS
+
+    name = RetainedGreeting.listen_safe_name()
+
+    def hub_holds_the_key(conn: psycopg.Connection[Any]) -> int | None:
+        row = conn.execute(
+            "SELECT a.pid FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
+            "AND l.mode = 'ExclusiveLock' AND l.granted AND a.application_name = %s",
+            [LOCK_CLASS, RetainedGreeting.wake_key(), HUB_APPLICATION_NAME],
+        ).fetchone()
+        return row[0] if row else None
+
+    with psycopg.connect(db_url(), autocommit=True) as watcher:
+        watcher.execute(f"LISTEN {name}")
+
+        async def scenario() -> int:
+            async with pgpubsub.subscribe(RetainedGreeting):
+                deadline = time.monotonic() + 10
+                while (pid := await sync_to_async(hub_holds_the_key)(watcher)) is None:
+                    assert time.monotonic() < deadline, "the hub never took the key"
+                    await asyncio.sleep(0.02)
+                return pid
+
+        holder = run(scenario)
+        handed_over = list(watcher.notifies(timeout=5, stop_after=1))
+        assert [(n.channel, n.payload, n.pid) for n in handed_over] == [(name, "", holder)]
+        assert hub_holds_the_key(watcher) is None
