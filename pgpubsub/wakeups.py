@@ -20,10 +20,13 @@ Why no event waits for the safety-net poll: a writer that looked at the key
 before the reader took it still holds the key in shared mode, so the
 reader cannot take it until that writer's transaction has ended and its
 rows are visible to the reader's next read. A writer that looks after it
-finds the key taken and NOTIFYs. The one case left to the poll is a holder
-that dies without a word (a killed process) while other readers relied on
-it; readers that rely on another check again every
-``PGPUBSUB_POLL_INTERVAL`` seconds.
+finds the key taken and NOTIFYs. Events that wait behind an older
+transaction still running keep the reader reading (that transaction's
+commit may wake nobody), and a reader that stops gives its keys back and
+NOTIFYs its channels, which wakes those that relied on it. The one case
+left to the poll is a holder that dies without a word (a killed process)
+while other readers relied on it; readers that rely on another check again
+every ``PGPUBSUB_POLL_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
