@@ -13,9 +13,12 @@ directly.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from django.db import connections, transaction
@@ -88,10 +91,13 @@ class ListeningConnection:
     Writers NOTIFY only when a reader of the channel may be asleep
     (:mod:`pgpubsub.wakeups`). So that every write still NOTIFYs this
     connection, as django-pgpubsub 1.3.1's triggers did, a second session
-    holds the channels' keys as a sleeping reader would, until :meth:`stop`
-    (or until this object is dropped). The NOTIFYs are wake-ups: the events
-    themselves are in the event tables and the outbox, where
-    :func:`process_notifications` reads them (through :attr:`deliverer`).
+    holds the channels' keys as a sleeping reader would, until :meth:`stop`,
+    until this object is dropped, or until the Django connection closes,
+    whichever comes first: it never outlives the connection it serves, so a
+    test database can be dropped after a test that never called
+    :meth:`stop`. The NOTIFYs are wake-ups: the events themselves are in the
+    event tables and the outbox, where :func:`process_notifications` reads
+    them (through :attr:`deliverer`).
     """
 
     def __init__(
@@ -105,11 +111,9 @@ class ListeningConnection:
         #: what is published from now on (and of every stored notification of
         #: the durable channels, as before).
         self.deliverer = Deliverer(channels, using, raise_errors=False, outbox_after=0).start()
-        holder = psycopg.connect(**conninfo_params(using), autocommit=True)
-        with holder.cursor() as cursor:
-            keys = sorted({wake_key(channel.listen_safe_name()) for channel in channels})
-            execute(cursor, eventlog.ask_to_sleep(keys))
-        self._holder = weakref.finalize(self, holder.close)
+        keys = sorted({wake_key(channel.listen_safe_name()) for channel in channels})
+        self._holder = _KeyHolder.share(using, keys, listener=connection)
+        self._release = weakref.finalize(self, self._holder.leave)
         connection.add_notify_handler(self._received)
 
     def _received(self, notify: psycopg.Notify) -> None:
@@ -122,7 +126,103 @@ class ListeningConnection:
     def stop(self) -> None:
         """Stop collecting notifications (the connection keeps LISTENing)."""
         self.connection.remove_notify_handler(self._received)
-        self._holder()
+        if self._release():
+            self._holder.join()
+
+
+#: The ``application_name`` of the sessions that hold keys for
+#: :func:`listen_to_channels` (never counted as workers).
+HOLDER_APPLICATION_NAME = "pgpubsub-listen-to-channels"
+
+
+class _KeyHolder:
+    """A session holding channels' keys for a LISTENing Django connection, while it lasts.
+
+    The Django connection takes a session lock of its own
+    (:data:`pgpubsub.sql.LISTENER_LOCK_CLASS`); a thread then waits for that
+    lock on the holder's session, which it gets only once the Django
+    connection has closed, and closes the holder. :meth:`release` cancels
+    the wait instead (``cancel()`` is safe from any thread, a finalizer
+    included), with the same end.
+
+    The :func:`listen_to_channels` calls of one Django connection on the
+    same channels share one holder, released when the last of them stops:
+    a suite that calls it in every test on one connection, and never
+    :meth:`ListeningConnection.stop`, opens one session, not one per test.
+    """
+
+    _shared: ClassVar[dict[tuple[int, int, tuple[int, ...]], _KeyHolder]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def share(cls, using: str, keys: list[int], listener: psycopg.Connection[Any]) -> _KeyHolder:
+        """The live holder of ``keys`` for ``listener``, or a new one; counted as one more user."""
+        name = (id(listener), listener.info.backend_pid, tuple(keys))
+        with cls._lock:
+            for gone in [k for k, held in cls._shared.items() if not held.alive()]:
+                del cls._shared[gone]
+            holder = cls._shared.get(name)
+            if holder is None or not holder.alive():
+                holder = cls._shared[name] = cls(using, keys, listener)
+            holder.users += 1
+            return holder
+
+    def leave(self) -> bool:
+        """One user fewer; release the session after the last. Whether it was released."""
+        with self._lock:
+            self.users -= 1
+            if self.users > 0:
+                return False
+        self.release()
+        return True
+
+    def __init__(self, using: str, keys: list[int], listener: psycopg.Connection[Any]) -> None:
+        self.users = 0
+        with listener.cursor() as cursor:
+            cursor.execute(sql.TAKE_LISTENER_LOCK, [sql.LISTENER_LOCK_CLASS])
+            row = cursor.fetchone()
+            assert row is not None
+            listener_pid = int(row[1])
+        params = {**conninfo_params(using), "application_name": HOLDER_APPLICATION_NAME}
+        self.conn = psycopg.connect(**params, autocommit=True)
+        try:
+            with self.conn.cursor() as cursor:
+                execute(cursor, eventlog.ask_to_sleep(keys))
+                cursor.execute(sql.NO_TIMEOUTS)
+        except BaseException:
+            self.conn.close()
+            raise
+        self._released = threading.Event()
+        self._thread = threading.Thread(
+            target=self._hold, args=(listener_pid,), name="pgpubsub-key-holder", daemon=True
+        )
+        self._thread.start()
+
+    def _hold(self, listener_pid: int) -> None:
+        try:
+            if not self._released.is_set():
+                self.conn.execute(sql.WAIT_FOR_LISTENER, [sql.LISTENER_LOCK_CLASS, listener_pid])
+        except psycopg.Error:
+            pass  # cancelled by release(), or the server went away
+        finally:
+            self.conn.close()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._released.is_set()
+
+    def release(self) -> None:
+        """End the holder's session soon (from any thread)."""
+        self._released.set()
+        with contextlib.suppress(psycopg.Error):
+            self.conn.cancel_safe(timeout=5)
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait until the holder's session has closed, cancelling its wait again if needed."""
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            # A cancel that came before the wait began ended nothing.
+            self.release()
+            self._thread.join(0.05)
 
 
 def listen_to_channels(

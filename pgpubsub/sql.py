@@ -506,6 +506,18 @@ FROM pg_database AS d WHERE d.datname = current_database()
 #: Where retention cleanup has reached, for the channels given.
 TRIMMED = "SELECT channel, xid::text, id FROM pgpubsub_event_trimmed WHERE channel = ANY(%s)"
 
+# listen_to_channels(): the Django connection takes this session lock (the
+# lock class 'pgph', its backend pid); the session that holds the channels'
+# keys for it waits for the lock in shared mode, which it gets once the
+# Django connection has closed, and then closes too. Its statement timeouts
+# are turned off first, so that the wait lasts.
+LISTENER_LOCK_CLASS = 1885827176
+TAKE_LISTENER_LOCK = "SELECT pg_advisory_lock(%s, pg_backend_pid()), pg_backend_pid()"
+NO_TIMEOUTS = (
+    "SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false)"
+)
+WAIT_FOR_LISTENER = "SELECT pg_advisory_lock_shared(%s, %s)"
+
 #: A reader that has caught up asks to sleep on its channels' keys (one letter each).
 SLEEP = "SELECT pgpubsub_sleep_v2(%s::integer[])"
 

@@ -6,11 +6,18 @@ from __future__ import annotations
 import dataclasses
 from unittest import mock
 
+import psycopg
 import pytest
+from django.db import connection
 
 import pgpubsub
 from pgpubsub.exceptions import ChannelNotFound
-from pgpubsub.listen import listen, listen_to_channels, process_notifications
+from pgpubsub.listen import (
+    HOLDER_APPLICATION_NAME,
+    listen,
+    listen_to_channels,
+    process_notifications,
+)
 from pgpubsub.models import Notification
 from pgpubsub.registry import registered_channels, registry
 from tests.app.channels import (
@@ -21,6 +28,7 @@ from tests.app.channels import (
     UrgentGreeting,
 )
 from tests.app.models import Author, Delivery, Order
+from tests.conftest import db_url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,3 +127,43 @@ def test_listen_with_poll_off_processes_the_stored_notifications_and_returns():
 def test_channel_not_found_takes_no_argument_as_in_1_3_1():
     assert str(ChannelNotFound()) == "Channel not found"
     assert ChannelNotFound().channel is None
+
+
+def holder_sessions() -> int:
+    """The sessions holding channels' keys for listen_to_channels(), seen from outside."""
+    with psycopg.connect(db_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [HOLDER_APPLICATION_NAME],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def test_the_key_holder_never_outlives_the_django_connection():
+    # 1.3.1's own suite calls listen_to_channels() in a fixture and never
+    # stops it; a session left behind would keep the test database from
+    # being dropped, and be counted as a worker.
+    connection.close()  # a new connection, without the holders of earlier tests
+    wait_for(lambda: holder_sessions() == 0, timeout=5, what="earlier holders to close")
+    listening = listen_to_channels([Greeting])
+    assert holder_sessions() == 1
+    pgpubsub.notify(Greeting, message="still woken")
+    listening.poll()
+    assert [n.channel for n in listening.notifies] == [Greeting.listen_safe_name()]
+    connection.close()
+    wait_for(lambda: holder_sessions() == 0, timeout=5, what="the key holder to close")
+
+
+def test_calls_on_one_connection_share_one_holder_until_the_last_stops():
+    connection.close()  # a new connection, without the holders of earlier tests
+    wait_for(lambda: holder_sessions() == 0, timeout=5, what="earlier holders to close")
+    calls = [listen_to_channels([Greeting]) for _ in range(3)]
+    assert holder_sessions() == 1
+    for listening in calls[:2]:
+        listening.stop()
+    assert holder_sessions() == 1
+    pgpubsub.notify(Greeting, message="third")
+    calls[2].poll()
+    assert [n.channel for n in calls[2].notifies] == [Greeting.listen_safe_name()]
+    calls[2].stop()
+    assert holder_sessions() == 0
