@@ -96,6 +96,21 @@ def execute(cursor: Any, query: Query[T]) -> T:
     return query.parse(rows)
 
 
+def send_last(conn: psycopg.Connection[Any], query: Query[Any]) -> None:
+    """Send ``query`` as the connection's last statement, without waiting for its result.
+
+    For what a process says on its way out, just before it closes the
+    connection: the server runs the statement before it reads the end of
+    the session, and a network gone silent cannot hold the process up (a
+    statement awaited there would block until TCP gives up, minutes
+    later). The parameters are bound on the client, by psycopg's own
+    adaptation (``ClientCursor.mogrify``, the binding Django uses).
+    """
+    text = psycopg.ClientCursor(conn).mogrify(query.sql, query.params)
+    conn.pgconn.send_query(text.encode(conn.info.encoding))
+    conn.pgconn.flush()
+
+
 def _lost(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any] | None) -> bool:
     if conn is None or conn.closed:
         return True

@@ -45,7 +45,7 @@ from .backoff import Backoff
 from .broadcast import BroadcastDelivery
 from .channel import BaseChannel
 from .connection import CONNECTION_ERRORS, check_migrated, configuration_error, conninfo_params
-from .connector import execute
+from .connector import execute, send_last
 from .delivery import split_notifies
 from .durable import DurableDelivery
 from .exceptions import ChannelNotFound, DatabaseConfigurationError
@@ -195,8 +195,8 @@ class Worker:
             if self.sleep.held and idle:
                 # Readers that rely on this worker's keys would otherwise
                 # sleep until their next poll.
-                with contextlib.suppress(Exception), self.listen_conn.cursor() as cursor:
-                    execute(cursor, eventlog.hand_over(sorted(self.sleep.held)))
+                with contextlib.suppress(Exception):
+                    send_last(self.listen_conn, eventlog.hand_over(sorted(self.sleep.held)))
             self.sleep.forget()
             with contextlib.suppress(Exception):
                 self.listen_conn.close()

@@ -8,8 +8,12 @@ import time
 
 import psycopg
 import pytest
+from psycopg import sql as psql
 
+from pgpubsub import eventlog
+from pgpubsub.connector import send_last
 from pgpubsub.selfpipe import Waker
+from pgpubsub.wakeups import LOCK_CLASS, wake_key
 from pgpubsub.worker import Worker
 from tests.app.channels import Greeting
 from tests.conftest import db_url, wait_for
@@ -53,3 +57,22 @@ def test_a_notify_that_arrived_during_a_statement_ends_the_wait_at_once(listen_c
         assert [n.channel for n in worker._receive(listen_conn)] == [name]
     finally:
         worker._waker.close()
+
+
+def test_the_hand_over_sent_last_runs_after_the_connection_closes(listen_conn):
+    # A worker on its way out sends the hand-over without waiting for it and
+    # closes: the server still runs it, with the name bound safely.
+    name = "custom 'channel' \"quoted\""
+    listen_conn.execute(psql.SQL("LISTEN {}").format(psql.Identifier(name)))
+    key = wake_key(name)
+    leaving = psycopg.connect(db_url(), autocommit=True)
+    assert leaving.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, key]).fetchone()
+    send_last(leaving, eventlog.hand_over([name]))
+    leaving.close()
+    got = list(listen_conn.notifies(timeout=5, stop_after=1))
+    assert [(n.channel, n.payload) for n in got] == [(name, "")]
+    free = listen_conn.execute(
+        "SELECT pg_try_advisory_lock(%s, %s), pg_advisory_unlock(%s, %s)",
+        [LOCK_CLASS, key, LOCK_CLASS, key],
+    ).fetchone()
+    assert free == (True, True)
