@@ -193,6 +193,7 @@ class _KeyHolder:
             self.conn.close()
             raise
         self._released = threading.Event()
+        self._closing = threading.RLock()
         self._thread = threading.Thread(
             target=self._hold, args=(listener_pid,), name="pgpubsub-key-holder", daemon=True
         )
@@ -205,7 +206,8 @@ class _KeyHolder:
         except psycopg.Error:
             pass  # cancelled by release(), or the server went away
         finally:
-            self.conn.close()
+            with self._closing:
+                self.conn.close()
 
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._released.is_set()
@@ -213,8 +215,10 @@ class _KeyHolder:
     def release(self) -> None:
         """End the holder's session soon (from any thread)."""
         self._released.set()
-        with contextlib.suppress(psycopg.Error):
-            self.conn.cancel_safe(timeout=5)
+        # Never on a connection the thread is closing or has closed.
+        with self._closing, contextlib.suppress(psycopg.Error):
+            if not self.conn.closed:
+                self.conn.cancel_safe(timeout=5)
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait until the holder's session has closed, cancelling its wait again if needed."""
