@@ -162,7 +162,7 @@ class _KeyHolder:
             for gone in [k for k, held in cls._shared.items() if not held.alive()]:
                 del cls._shared[gone]
             holder = cls._shared.get(name)
-            if holder is None or not holder.alive():
+            if holder is None:
                 holder = cls._shared[name] = cls(using, keys, listener)
             holder.users += 1
             return holder

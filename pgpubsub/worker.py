@@ -102,7 +102,7 @@ class Worker:
         self.stopping = False
         self.listen_conn: psycopg.Connection[Any] | None = None
         # NOTIFYs taken from the connection by _wait() and not handled yet.
-        self._received: list[psycopg.Notify] = []
+        self._in_hand: list[psycopg.Notify] = []
         # Opened by run(): a worker that is built but never run holds no pipe.
         self._waker: Waker | None = None
         self._next_sweep = 0.0
@@ -270,9 +270,9 @@ class Worker:
         the socket is quiet afterwards, and waiting on it would sleep
         through a wake-up already received.
         """
-        if not self._received:
-            self._received = list(conn.notifies(timeout=0))
-        if not self._received:
+        if not self._in_hand:
+            self._in_hand = list(conn.notifies(timeout=0))
+        if not self._in_hand:
             assert self._waker is not None
             self._waker.wait([conn.fileno()], timeout)
 
@@ -346,7 +346,7 @@ class Worker:
         to ``PGPUBSUB_BATCH_SIZE`` messages, makes bigger batches, and so
         fewer of the worker's transactions, without delaying any.
         """
-        received, self._received = self._received, []
+        received, self._in_hand = self._in_hand, []
         received += conn.notifies(timeout=0)
         while received and len(received) < self.batch_size:
             more = list(conn.notifies(timeout=0))
