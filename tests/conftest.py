@@ -79,6 +79,33 @@ def db_url() -> str:
     return make_conninfo(os.environ["DATABASE_URL"], dbname=connection.settings_dict["NAME"])
 
 
+def sessions_named(application_name: str) -> int:
+    """How many sessions of the test database carry ``application_name``, seen from outside."""
+    with psycopg.connect(db_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def key_holders(key: int, application_name: str) -> list[tuple[int, str, str]]:
+    """The sessions named ``application_name`` holding wake-up ``key`` exclusively.
+
+    Each as (pid, state, last query), seen from a connection of its own.
+    """
+    from pgpubsub.wakeups import LOCK_CLASS
+
+    with psycopg.connect(db_url(), autocommit=True) as conn:
+        return conn.execute(
+            "SELECT a.pid, a.state, a.query FROM pg_locks AS l "
+            "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
+            "AND l.mode = 'ExclusiveLock' AND l.granted AND a.application_name = %s",
+            [LOCK_CLASS, key, application_name],
+        ).fetchall()
+
+
 class WorkerProcess:
     """A ``manage.py listen`` subprocess whose output is collected as it runs."""
 

@@ -10,10 +10,11 @@ import pytest
 from django.db import connection, transaction
 
 import pgpubsub
+from pgpubsub.connection import WORKER_APPLICATION_NAME
 from pgpubsub.wakeups import LOCK_CLASS
 from tests.app.channels import DurableGreeting, Greeting, LoudGreeting
 from tests.app.models import Author, Delivery, Order, Post
-from tests.conftest import SENTINEL_PREFIX, db_url, sentinel, wait_for
+from tests.conftest import SENTINEL_PREFIX, db_url, key_holders, sentinel, wait_for
 from tests.e2e.test_ops import deliveries_blocked, wait_blocked
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -269,18 +270,9 @@ def test_a_steady_stream_is_delivered_whole_without_waiting_for_a_poll(start_wor
     assert deliveries("greet") == [("greet", f"s{n}") for n in range(count)]
 
 
-def key_holders(channel: type[pgpubsub.Channel]) -> list[tuple[int, str, str]]:
+def worker_key_holders(channel: type[pgpubsub.Channel]) -> list[tuple[int, str, str]]:
     """The worker sessions holding ``channel``'s key exclusively: (pid, state, last query)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT a.pid, a.state, a.query FROM pg_locks AS l "
-            "JOIN pg_stat_activity AS a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
-            "AND l.mode = 'ExclusiveLock' AND l.granted "
-            "AND a.application_name = 'pgpubsub-worker'",
-            [LOCK_CLASS, channel.wake_key()],
-        )
-        return list(cursor.fetchall())
+    return key_holders(channel.wake_key(), WORKER_APPLICATION_NAME)
 
 
 def test_an_event_behind_an_older_transaction_is_read_when_that_one_ends(start_worker):
@@ -290,7 +282,7 @@ def test_an_event_behind_an_older_transaction_is_read_when_that_one_ends(start_w
     # still running and publishes nothing. That transaction's commit wakes
     # nobody, so the worker must not sleep while events wait behind it.
     start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
-    wait_for(lambda: key_holders(Greeting), what="the worker to hold Greeting's key")
+    wait_for(lambda: worker_key_holders(Greeting), what="the worker to hold Greeting's key")
     with psycopg.connect(db_url()) as older:
         with deliveries_blocked():
             # Wakes the worker, which gives the key back and stays busy.
@@ -304,7 +296,7 @@ def test_an_event_behind_an_older_transaction_is_read_when_that_one_ends(start_w
             # The worker holds the key again and has read since it took it.
             return any(
                 state == "idle" and "pgpubsub_sleep_v2" not in query
-                for _, state, query in key_holders(Greeting)
+                for _, state, query in worker_key_holders(Greeting)
             )
 
         wait_for(read_once_more, what="the worker to take the key and read once more")
@@ -322,7 +314,9 @@ def test_a_worker_that_stops_wakes_the_readers_relying_on_its_keys(start_worker,
     # so the other asks for the keys again instead of sleeping until its
     # poll, a minute away here.
     first = start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
-    holders = wait_for(lambda: key_holders(Greeting), what="the first worker to hold the key")
+    holders = wait_for(
+        lambda: worker_key_holders(Greeting), what="the first worker to hold the key"
+    )
     start_worker(extra_env={"PGPUBSUB_TEST_POLL_INTERVAL": "60"})
     name = Greeting.listen_safe_name()
     listen_conn.execute(f"LISTEN {name}")
@@ -331,7 +325,7 @@ def test_a_worker_that_stops_wakes_the_readers_relying_on_its_keys(start_worker,
     assert handed_over and handed_over[0].payload == ""
     assert handed_over[0].pid == holders[0][0]
     wait_for(
-        lambda: [pid for pid, _, _ in key_holders(Greeting)] not in ([], [holders[0][0]]),
+        lambda: [pid for pid, _, _ in worker_key_holders(Greeting)] not in ([], [holders[0][0]]),
         what="the second worker to take the key",
     )
     published = time.time()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from unittest import mock
 
-import psycopg
 import pytest
 from django.db import connection
 
@@ -28,7 +27,7 @@ from tests.app.channels import (
     UrgentGreeting,
 )
 from tests.app.models import Author, Delivery, Order
-from tests.conftest import db_url, wait_for
+from tests.conftest import sessions_named, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -131,12 +130,7 @@ def test_channel_not_found_takes_no_argument_as_in_1_3_1():
 
 def holder_sessions() -> int:
     """The sessions holding channels' keys for listen_to_channels(), seen from outside."""
-    with psycopg.connect(db_url(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            [HOLDER_APPLICATION_NAME],
-        ).fetchone()
-        return int(row[0]) if row else 0
+    return sessions_named(HOLDER_APPLICATION_NAME)
 
 
 def test_the_key_holder_never_outlives_the_django_connection():

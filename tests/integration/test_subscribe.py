@@ -24,7 +24,7 @@ from tests.app.channels import (
     Unheard,
 )
 from tests.app.models import Author
-from tests.conftest import db_url
+from tests.conftest import db_url, key_holders, sessions_named
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -187,12 +187,7 @@ def test_subscribe_from_sync_code_says_to_use_async_with():
 
 
 def _hub_connections() -> int:
-    with psycopg.connect(db_url(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            [HUB_APPLICATION_NAME],
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return sessions_named(HUB_APPLICATION_NAME)
 
 
 def test_subscribers_share_one_connection_and_one_decoded_event():
@@ -359,18 +354,11 @@ def test_a_hub_that_stops_hands_its_keys_over_to_other_readers():
     # A worker or hub that relied on this hub's key to be woken would sleep
     # until its next poll once the hub is gone; the hub gives the key back
     # and NOTIFYs on its way out, so they ask for the key again.
-    from pgpubsub.wakeups import LOCK_CLASS
-
     name = RetainedGreeting.listen_safe_name()
 
-    def hub_holds_the_key(conn: psycopg.Connection[Any]) -> int | None:
-        row = conn.execute(
-            "SELECT a.pid FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
-            "AND l.mode = 'ExclusiveLock' AND l.granted AND a.application_name = %s",
-            [LOCK_CLASS, RetainedGreeting.wake_key(), HUB_APPLICATION_NAME],
-        ).fetchone()
-        return row[0] if row else None
+    def hub_holds_the_key() -> int | None:
+        held = key_holders(RetainedGreeting.wake_key(), HUB_APPLICATION_NAME)
+        return held[0][0] if held else None
 
     with psycopg.connect(db_url(), autocommit=True) as watcher:
         watcher.execute(f"LISTEN {name}")
@@ -378,7 +366,7 @@ def test_a_hub_that_stops_hands_its_keys_over_to_other_readers():
         async def scenario() -> int:
             async with pgpubsub.subscribe(RetainedGreeting):
                 deadline = time.monotonic() + 10
-                while (pid := await sync_to_async(hub_holds_the_key)(watcher)) is None:
+                while (pid := await sync_to_async(hub_holds_the_key)()) is None:
                     assert time.monotonic() < deadline, "the hub never took the key"
                     await asyncio.sleep(0.02)
                 return pid
@@ -386,4 +374,4 @@ def test_a_hub_that_stops_hands_its_keys_over_to_other_readers():
         holder = run(scenario)
         handed_over = list(watcher.notifies(timeout=5, stop_after=1))
         assert [(n.channel, n.payload, n.pid) for n in handed_over] == [(name, "", holder)]
-        assert hub_holds_the_key(watcher) is None
+        assert hub_holds_the_key() is None
