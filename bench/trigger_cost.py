@@ -13,6 +13,11 @@ broadcast table, their sequence) and one table per variant, all alike
 * ``broadcast`` and ``retained``: the statement trigger pgpubsub generates
   for a broadcast and a retained ``TriggerChannel``, its body built by
   ``pgpubsub.sql.statement_body`` (the same function the triggers use);
+  Like the triggers pgpubsub installs, they start with its test of
+  ``pgtrigger.ignore`` (``pgpubsub.sql.IGNORE_TEST``);
+  ``broadcast_pgtrigger_ignore`` starts with django-pgtrigger's own test
+  instead (a call of its ignore function, an exception block), as
+  pgpubsub's triggers did before;
 * ``durable``: the statement trigger of a durable ``TriggerChannel``,
   writing to an outbox table shaped as Django's migrations create it
   (its key's sequence has no cache); ``durable_cached``: the same into a
@@ -71,6 +76,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from pgtrigger import compiler
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -98,10 +104,20 @@ def _generated(*, durable: bool, retained: bool) -> tuple[str, str]:
     body = pgpubsub_sql.statement_body(
         CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=durable, retained=retained
     )
-    return (_DURABLE_HEAD if durable else _CONTEXT), body
+    return (_DURABLE_HEAD if durable else _CONTEXT), f"{pgpubsub_sql.IGNORE_TEST}\n    {body}"
 
 
 _DURABLE = _generated(durable=True, retained=False)
+_BROADCAST = _generated(durable=False, retained=False)
+
+# django-pgtrigger's start of every trigger function it installs: a call of
+# its ignore function, which reads the pgtrigger.ignore setting inside an
+# exception block (a subtransaction, and an error caught whenever the
+# setting was never set in the session).
+_PGTRIGGER_IGNORE = (
+    'IF ("public"._pgtrigger_should_ignore(TG_NAME) IS TRUE) THEN\n        RETURN NULL;\n'
+    "    END IF;\n    "
+)
 
 # The broadcast table's INSERT alone: what remains of the broadcast body
 # without its context test and its wake-up.
@@ -120,7 +136,14 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         "",
         "INSERT INTO floor_log SELECT to_jsonb(r) FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
-    "broadcast": _generated(durable=False, retained=False),
+    "broadcast": _BROADCAST,
+    "broadcast_pgtrigger_ignore": (
+        _CONTEXT,
+        _PGTRIGGER_IGNORE
+        + pgpubsub_sql.statement_body(
+            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=False, retained=False
+        ),
+    ),
     "retained": _generated(durable=False, retained=True),
     "durable": _DURABLE,
     "durable_cached": (
@@ -154,6 +177,7 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
 EVENTS_IN: dict[str, tuple[str, str]] = {
     "floor_log": ("floor_log", "delete"),
     "broadcast": (pgpubsub_sql.BROADCAST_TABLE, "position"),
+    "broadcast_pgtrigger_ignore": (pgpubsub_sql.BROADCAST_TABLE, "position"),
     "retained": (pgpubsub_sql.EVENT_LOG, "position"),
     "durable": ("pgpubsub_notification", "delete"),
     "durable_cached": ("notification_cached", "delete"),
@@ -191,6 +215,15 @@ def prepare(admin_url: str, url: str) -> None:
     template = (REPO / "migrations_templates" / "pgpubsub_v2.sql").read_text()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(template.encode())
+        # django-pgtrigger's ignore function, as its trigger installation creates it.
+        upsert = compiler.UpsertTriggerSql(
+            pgid="cost_probe",
+            func="RETURN NULL;",
+            table="cost_probe",
+            when="AFTER",
+            operation="INSERT",
+        )
+        conn.execute(str(upsert).split("CREATE OR REPLACE FUNCTION cost_probe()")[0].encode())
         conn.execute("CREATE TABLE floor_log (row jsonb NOT NULL)")
         # The log floor with the event tables' ordered key, and the broadcast
         # table without it: what the (xid, id) key costs a writer.

@@ -347,6 +347,56 @@ _STATEMENT_ROWS: dict[str, tuple[str | None, str | None]] = {
     "UPDATE": ("o.r", "n.r"),
 }
 
+#: The start of every trigger function pgpubsub generates: honour
+#: ``pgtrigger.ignore()``, whose list of ignored triggers django-pgtrigger
+#: keeps in the ``pgtrigger.ignore`` setting as an array literal of trigger
+#: names (and ``table:name`` URIs; names never hold a comma or a brace).
+#: django-pgtrigger's own test calls a function that reads the setting in an
+#: exception block, a subtransaction and a caught error in every writer's
+#: statement when the setting is unset; this one costs a string search.
+IGNORE_TEST = (
+    "IF strpos(',' || btrim(current_setting('pgtrigger.ignore', true), '{}') || ',',"
+    " ',' || TG_NAME || ',') > 0 THEN\n"
+    "        IF TG_OP = 'DELETE' THEN\n            RETURN OLD;\n        END IF;\n"
+    "        RETURN NEW;\n    END IF;"
+)
+
+
+def _format_literal(text: str) -> str:
+    """``text`` as a part of a ``str.format`` template: its braces doubled."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+#: How django-pgtrigger installs one of pgpubsub's triggers (the template of
+#: :class:`pgpubsub.triggers.TriggerSql`, filled by django-pgtrigger with the
+#: names, the DECLARE, the body and the trigger's hash). It is django-pgtrigger's
+#: own installation SQL with one difference: the function starts with
+#: :data:`IGNORE_TEST` instead of calling (and re-creating) django-pgtrigger's
+#: ignore function. FROZEN once released: the hash of every generated trigger
+#: is taken over this text, so a change would rewrite every user's triggers;
+#: it takes a new class with a new name.
+TRIGGER_INSTALL = (
+    "\n"
+    "CREATE OR REPLACE FUNCTION {pgid}()\n"
+    "RETURNS TRIGGER AS $$\n"
+    "    {declare}\n"
+    "    BEGIN\n"
+    f"    {_format_literal(IGNORE_TEST)}\n"
+    "    {func}\n"
+    "    END;\n"
+    "$$ LANGUAGE plpgsql;\n"
+    "\n"
+    "DROP TRIGGER IF EXISTS {pgid} ON {table};\n"
+    "CREATE {constraint} TRIGGER {pgid}\n"
+    "    {when} {operation} ON {table}\n"
+    "    {timing}\n"
+    "    {referencing}\n"
+    "    FOR EACH {level} {condition}\n"
+    "    EXECUTE PROCEDURE {execute};\n"
+    "\n"
+    "COMMENT ON TRIGGER {pgid} ON {table} IS '{hash}';\n"
+)
+
 #: A statement trigger's variable holding the notification context (JSON or NULL).
 STATEMENT_CONTEXT = (
     "json := NULLIF(current_setting('pgpubsub.notification_context', true), '')::json"

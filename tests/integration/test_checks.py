@@ -46,8 +46,9 @@ def test_drift_is_a_warning_of_check_with_a_database():
     # The migration that installs it is applied: it was dropped by hand.
     assert (
         f"trigger {trigger.name} of {AuthorChannel.name()} on table app_author is missing, "
-        "so AFTER INSERT on app_author publishes nothing; its migration app.0002_pgpubsub_v2 is "
-        "applied, so it was changed in the database by hand; run `python manage.py "
+        "so AFTER INSERT on app_author publishes nothing; its migration "
+        "app.0004_triggers_without_subtransaction is applied, so it was changed in the "
+        "database by hand; run `python manage.py "
         f"pgtrigger install app.Author:{trigger.name}` to reinstall it"
     ) in report
     assert (
@@ -62,7 +63,8 @@ def test_drift_is_a_warning_of_check_with_a_database():
 def test_drift_that_migrate_fixes_is_left_to_migrate():
     drop_trigger(OrderChannel, "after_insert")
     with connection.cursor() as cursor:
-        # As if app.0002_pgpubsub_v2, which installs the trigger, were not applied.
+        # As if app.0004_triggers_without_subtransaction, which installs the
+        # trigger, were not applied.
         cursor.execute("DELETE FROM django_migrations WHERE app = 'app'")
     assert "pgpubsub.W002" not in check("--database", "default")
     # The worker still says so, naming the migration.
@@ -70,7 +72,8 @@ def test_drift_that_migrate_fixes_is_left_to_migrate():
     [missing] = [problem for problem in problems if "after_insert of" in problem.message]
     assert missing.fixed_by_migrate
     assert missing.message.endswith(
-        "run `python manage.py migrate` (migration app.0002_pgpubsub_v2 installs it)"
+        "run `python manage.py migrate` "
+        "(migration app.0004_triggers_without_subtransaction installs it)"
     )
 
 

@@ -8,6 +8,7 @@ import select
 import time
 import uuid
 
+import pgtrigger
 import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -18,6 +19,7 @@ import pgpubsub
 from pgpubsub import eventlog
 from pgpubsub.connector import execute
 from pgpubsub.models import Notification
+from pgpubsub.triggers import trigger_name
 from tests.app.channels import AuthorChannel, DurableGreeting, Greeting, OrderChannel
 from tests.app.models import Author, Order
 from tests.conftest import db_url
@@ -252,3 +254,45 @@ def test_using_names_the_database_for_other_channels(published):
         pgpubsub.notify(Greeting, message="x", using="nowhere")
     pgpubsub.notify(Greeting, message="x", using="default")
     assert len(published(Greeting)) == 1
+
+
+def _author_trigger(timing: str) -> str:
+    """django-pgtrigger's URI of AuthorChannel's INSERT trigger at ``timing``."""
+    return f"app.Author:{trigger_name(AuthorChannel, timing, 'INSERT')}"
+
+
+def test_pgtrigger_ignore_silences_the_trigger_it_names_and_keeps_the_row(published):
+    with pgtrigger.ignore(_author_trigger("AFTER")):
+        Author.objects.create(name="statement trigger ignored")
+    with pgtrigger.ignore(_author_trigger("BEFORE")):
+        Author.objects.create(name="row trigger ignored")
+    events = [(e["trigger"], e["new"]["name"]) for e in published(AuthorChannel)]
+    assert events == [
+        ("before_insert", "statement trigger ignored"),
+        ("after_insert", "row trigger ignored"),
+    ]
+    # An ignored BEFORE row trigger returns the row: the insert happened.
+    assert Author.objects.filter(name="row trigger ignored").exists()
+
+
+def test_a_malformed_ignore_setting_neither_fails_nor_silences_a_write(published):
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('pgtrigger.ignore', %s, true)", ['{"x,'])
+        Author.objects.create(name="loud")
+    assert [e["trigger"] for e in published(AuthorChannel)] == ["before_insert", "after_insert"]
+
+
+def test_trigger_functions_start_no_subtransaction():
+    """django-pgtrigger's ignore test catches an error in a subtransaction on
+    every statement of every writer; pgpubsub's triggers never call it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.proname, p.prosrc FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE t.tgrelid = 'app_author'::regclass AND t.tgname LIKE 'pgtrigger_pgpubsub%%'"
+        )
+        functions = cursor.fetchall()
+    assert len(functions) >= 8
+    for name, source in functions:
+        assert "_pgtrigger_should_ignore" not in source, name
+        assert "EXCEPTION" not in source.upper(), name
