@@ -59,8 +59,8 @@ class PgpubsubTrigger(pgtrigger.Trigger):
     Its function honours ``pgtrigger.ignore()`` with a string search of the
     ``pgtrigger.ignore`` setting, where django-pgtrigger's own wrapper calls
     a function that catches an error in a subtransaction on every statement
-    of every writer (about 15 µs of server CPU per transaction, see
-    ``docs/benchmarks.rst``).
+    of every writer (6 to 22 µs of server CPU per transaction in
+    ``bench/trigger_cost.py``, see ``docs/benchmarks.rst``).
     """
 
     def compile(self, model: models.Model) -> compiler.Trigger:
