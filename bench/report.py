@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -337,16 +338,36 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
     writers = sorted({run["clients"] for run in reference_runs})
     if not writers:
         return []
-    # The reference runs before and after the other variants of each
-    # (round, writers): each variant is compared with the mean of the two.
+    # The reference runs first and last of each (round, writers), and between
+    # every few variants: each variant is compared with the mean of the two
+    # references that bracket it (by position in the round), since the
+    # machine's speed drifts over a round. Results without positions fall
+    # back to the mean of the round's references.
     reference_tps: dict[tuple[int, int], list[float]] = {}
-    for run in reference_runs:
+    reference_at: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for run in sorted(reference_runs, key=lambda run: run.get("position") or 0):
         reference_tps.setdefault((run["round"], run["clients"]), []).append(run["tps"])
+        if run.get("position") is not None:
+            at = reference_at.setdefault((run["round"], run["clients"]), [])
+            at.append((run["position"], run["tps"]))
+
+    def bracket(run: dict[str, Any], clients: int) -> list[float]:
+        """The tps of the references next to ``run`` in its round, else all of the round's."""
+        every = reference_at.get((run["round"], clients), [])
+        position = run.get("position")
+        if position is not None and every:
+            before = [(p, tps) for p, tps in every if p < position]
+            after = [(p, tps) for p, tps in every if p > position]
+            near = [max(before)[1]] if before else []
+            near += [min(after)[1]] if after else []
+            if near:
+                return near
+        return reference_tps.get((run["round"], clients), [])
 
     def ratios(variant: str, impl: str, clients: int) -> list[float]:
         out = []
         for run in runs(variant, impl, clients):
-            reference = reference_tps.get((run["round"], clients))
+            reference = bracket(run, clients)
             if reference and run.get("tps") is not None:
                 out.append(run["tps"] / statistics.mean(reference))
         return out
@@ -506,6 +527,17 @@ def _reference_note(pairs: list[list[float]]) -> str:
         parts.append(
             f"first and last run of a round differ by {100 * statistics.median(drift):.0f}% "
             f"(median), {100 * max(drift):.0f}% at most"
+        )
+    steps = [
+        abs(a - b) / statistics.mean((a, b))
+        for tps in pairs
+        if len(tps) > 2
+        for a, b in itertools.pairwise(tps)
+    ]
+    if steps:
+        parts.append(
+            f"neighbouring runs differ by {100 * statistics.median(steps):.0f}% "
+            f"(median), {100 * max(steps):.0f}% at most"
         )
     return "; ".join(parts)
 

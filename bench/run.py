@@ -25,6 +25,10 @@ Options (environment variables in brackets):
 ``--w8-bare`` [``BENCH_W8_BARE=1``]
     also measure our durable and retained triggers with a bare consumer on
     their tables in place of our worker (``benchtool.py floor-consume``).
+``--w8-variants KEY,...`` [``BENCH_W8_VARIANTS``]
+    measure only these variants of workload 8 (the reference always runs),
+    e.g. ``floor_consumed,durable,bare_durable``: for a focused run with
+    more rounds. An unknown key is an error that lists the known ones.
 ``--no-eventstream`` [``BENCH_NO_EVENTSTREAM=1``]
     skip django-eventstream in workloads 11 and 12 (``--eventstream`` includes
     it in a smoke run).
@@ -88,6 +92,9 @@ BEGIN_MARK = ".. BEGIN FIGURES (written by bench/run.py --publish; do not edit b
 END_MARK = ".. END FIGURES"
 
 Step = tuple[str, str, str, Callable[[Any], dict[str, Any]]]
+#: Workload 8 runs the reference after this many variants (and first and last).
+W8_REFERENCE_EVERY = 2
+
 WORKLOADS = {"w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10", "w11", "w12"}
 
 
@@ -103,6 +110,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--w8-writers", default=os.environ.get("BENCH_W8_WRITERS", ""))
     parser.add_argument("--w8-bare", action="store_true", default=_env_flag("BENCH_W8_BARE"))
+    parser.add_argument("--w8-variants", default=os.environ.get("BENCH_W8_VARIANTS", ""))
     parser.add_argument(
         "--no-eventstream", action="store_true", default=_env_flag("BENCH_NO_EVENTSTREAM")
     )
@@ -248,16 +256,22 @@ def _writes(
 ) -> list[Step]:
     """Workload 8 of round ``rnd``: every variant at each number of writers.
 
-    At each number of writers the reference (no trigger) runs first and
-    last, and the variants between them; every other round runs the variants
-    in reverse order, so that no variant always runs right after the
-    reference or the other library's twin.
+    At each number of writers the reference (no trigger) runs first, last,
+    and after every :data:`W8_REFERENCE_EVERY` variants, so that every
+    variant runs next to a reference and is compared with the two that
+    bracket it: these machines drift by up to a fifth over a round. Every
+    other round runs the variants in reverse order, so that no variant
+    always runs right after the reference or the other library's twin.
     """
     by_key = {impl.key: impl for impl in impls}
     middle = writes.variants(unsupported, with_theirs="theirs" in by_key, with_bare=cfg.w8_bare)
+    if cfg.w8_variants:
+        middle = [v for v in middle if v.key in cfg.w8_variants]
     if rnd % 2:
         middle.reverse()
-    group = [writes.REFERENCE, *middle, writes.REFERENCE]
+    group = [writes.REFERENCE]
+    for start in range(0, len(middle), W8_REFERENCE_EVERY):
+        group += [*middle[start : start + W8_REFERENCE_EVERY], writes.REFERENCE]
     steps: list[Step] = []
     for clients in cfg.w8_writers:
         for position, variant in enumerate(group):
@@ -378,6 +392,7 @@ def main(argv: list[str]) -> int:
     if args.w8_writers:
         cfg.w8_writers = _writer_counts(args.w8_writers)
     cfg.w8_bare = args.w8_bare
+    cfg.w8_variants = tuple(v.strip() for v in args.w8_variants.split(",") if v.strip())
     with_theirs = not (args.smoke or args.no_theirs) or args.theirs
     only = {w.strip() for w in args.only.split(",") if w.strip()}
     unknown = only - WORKLOADS
@@ -387,6 +402,13 @@ def main(argv: list[str]) -> int:
             f"the workloads are {', '.join(sorted(WORKLOADS))}"
         )
     run_w8 = not only or "w8" in only
+    known_w8 = {v.key for v in writes.variants({}, with_theirs=True, with_bare=True)}
+    unknown_w8 = set(cfg.w8_variants) - known_w8
+    if unknown_w8:
+        raise BenchError(
+            f"--w8-variants {args.w8_variants!r}: no variant {', '.join(sorted(unknown_w8))}; "
+            f"the variants are {', '.join(sorted(known_w8))}"
+        )
     # Before anything is prepared: a missing pgbench should not cost a run's set-up.
     pgbench = writes.find_pgbench() if run_w8 else None
     prefix = "bench_smoke" if args.smoke else "bench"

@@ -79,6 +79,8 @@ class Config:
     w8_threads: int = 2
     #: Also measure our triggers with the bare consumer (``--w8-bare``).
     w8_bare: bool = False
+    #: Only these variants of workload 8 (keys; empty: all).
+    w8_variants: tuple[str, ...] = ()
     #: How long the worker may take to catch up after a burst.
     w8_drain_deadline: float = 60.0
     #: Workload 9 (issue 14): subscribers in one process, the producer's
