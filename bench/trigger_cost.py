@@ -156,6 +156,21 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         .replace("INTO pgpubsub_notification ", "INTO notification_json ")
         .replace("::jsonb", "::json"),
     ),
+    "durable_concat": (
+        "pgpubsub_head jsonb := ({} || ',\"old\":null}}')::jsonb;".format(
+            pgpubsub_sql.stored_head("bench", "costrow", "after_insert", "INSERT")
+        ),
+        _DURABLE[1].replace(
+            _DURABLE[1][_DURABLE[1].index("(pgpubsub_head ||") : _DURABLE[1].index("::jsonb") + 7],
+            "pgpubsub_head || jsonb_build_object('new', to_jsonb(r))",
+        ),
+    ),
+    "durable_floor": (
+        "",
+        "INSERT INTO pgpubsub_notification (channel, payload)"
+        f" SELECT {sql.Literal(CHANNEL).as_string()}, to_jsonb(r)"
+        " FROM pgpubsub_new AS r;\n    RETURN NULL;",
+    ),
     "durable_lean": (
         _DURABLE[0],
         _DURABLE[1].replace("INTO pgpubsub_notification ", "INTO notification_lean "),
@@ -193,6 +208,8 @@ EVENTS_IN: dict[str, tuple[str, str]] = {
     "durable_cached": ("notification_cached", "delete"),
     "durable_json": ("notification_json", "delete"),
     "durable_lean": ("notification_lean", "delete"),
+    "durable_concat": ("pgpubsub_notification", "delete"),
+    "durable_floor": ("pgpubsub_notification", "delete"),
     "floor_log_keyed": ("floor_log_keyed", "delete"),
     "broadcast_unkeyed": ("broadcast_unkeyed", "delete"),
     "broadcast_no_wakeup": (pgpubsub_sql.BROADCAST_TABLE, "position"),

@@ -3,8 +3,9 @@
 pgbench runs a custom script, ``INSERT INTO <table> (n, label) VALUES
 (:client_id, '')``, with 1, 8, 32 and 64 clients for a few seconds against
 each variant's table, and reports transactions per second. Each variant's
-figure is its tps over the tps of the same table with no trigger measured in
-the same round at the same number of writers.
+figure is its tps over the tps of the same table with no trigger measured
+beside it (the two reference runs that bracket it in the same round, at the
+same number of writers; see ``run.py``'s ``_writes``).
 
 The variants are data (:data:`REFERENCE`, the floors, :data:`OUR_KINDS` and
 :data:`THEIR_KINDS`; :func:`variants` picks those a run measures):
