@@ -1,0 +1,84 @@
+"""Workload 8's ratios in the benchmark report: each variant against the references beside it.
+
+The machine's speed drifts over a round, so the harness runs the reference
+(no trigger) between the variants, and the report divides each variant's
+rate by the mean of the two references that bracket it in the round.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import report
+
+
+def _run(position: int, tps: float, *, clients: int = 32, rnd: int = 1) -> dict[str, Any]:
+    return {
+        "clients": clients,
+        "round": rnd,
+        "position": position,
+        "tps": tps,
+        "lost": 0,
+        "duplicated": 0,
+    }
+
+
+def _figure(results: dict[str, Any], key: str) -> report.Figure:
+    return next(fig for fig in report.writes_figures(results) if fig.key == key)
+
+
+def test_each_variant_is_compared_with_the_references_that_bracket_it() -> None:
+    # The machine doubles its speed after the first variant: a variant that
+    # runs as fast as the references beside it is at 1.0 wherever it runs.
+    results = {
+        "w8_reference": {"ours": [_run(0, 100), _run(2, 200), _run(4, 200)]},
+        "w8_broadcast": {"ours": [_run(1, 150)]},
+        "w8_durable": {"ours": [_run(3, 200)]},
+    }
+    assert _figure(results, "w8_broadcast_c32").ours == pytest.approx(1.0)
+    assert _figure(results, "w8_durable_c32").ours == pytest.approx(1.0)
+
+
+def test_a_variant_is_not_compared_with_references_of_another_round_or_writer_count() -> None:
+    results = {
+        "w8_reference": {
+            "ours": [
+                _run(0, 100),
+                _run(2, 100),
+                _run(0, 900, rnd=2),
+                _run(2, 900, rnd=2),
+                _run(0, 50, clients=1),
+                _run(2, 50, clients=1),
+            ]
+        },
+        "w8_broadcast": {"ours": [_run(1, 60), _run(1, 540, rnd=2), _run(1, 40, clients=1)]},
+    }
+    assert _figure(results, "w8_broadcast_c32").ours == pytest.approx(0.6)
+    assert _figure(results, "w8_broadcast_c1").ours == pytest.approx(0.8)
+
+
+def test_results_without_positions_fall_back_to_the_rounds_references() -> None:
+    runs = [_run(0, 100), _run(0, 300)]
+    for run in runs:
+        del run["position"]
+    variant = _run(0, 100)
+    del variant["position"]
+    results = {"w8_reference": {"ours": runs}, "w8_retained": {"ours": [variant]}}
+    assert _figure(results, "w8_retained_c32").ours == pytest.approx(0.5)
+
+
+def test_the_reference_note_says_how_far_neighbouring_runs_differed() -> None:
+    results = {
+        "w8_reference": {"ours": [_run(0, 100), _run(2, 100), _run(4, 150)]},
+        "w8_broadcast": {"ours": [_run(1, 60)]},
+    }
+    note = _figure(results, "w8_reference_c32").note
+    assert "neighbouring runs differ by" in note
+    assert "40% at most" in note
