@@ -7,6 +7,7 @@ rate by the mean of the two references that bracket it in the round.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from typing import Any
 
@@ -14,9 +15,13 @@ import pytest
 
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "bench"))
-
-import report
+# Loaded under its own name, without putting bench/ on sys.path: its modules'
+# names (harness, streams, sseclient, ...) would shadow others for the session.
+_spec = importlib.util.spec_from_file_location("bench_report", REPO / "bench" / "report.py")
+assert _spec is not None and _spec.loader is not None
+report = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = report  # dataclasses looks the module up by name
+_spec.loader.exec_module(report)
 
 
 def _run(position: int, tps: float, *, clients: int = 32, rnd: int = 1) -> dict[str, Any]:
