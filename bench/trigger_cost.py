@@ -171,6 +171,16 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         f" SELECT {sql.Literal(CHANNEL).as_string()}, to_jsonb(r)"
         " FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
+    "durable_row": (
+        _DURABLE[0],
+        _DURABLE[1]
+        .replace("to_json(r)", "to_json(NEW)")
+        .replace("\n        FROM pgpubsub_new AS r;", ";"),
+    ),
+    "floor_log_keyed_row": (
+        "",
+        "INSERT INTO floor_log_keyed (row) VALUES (to_jsonb(NEW));\n    RETURN NULL;",
+    ),
     "durable_lean": (
         _DURABLE[0],
         _DURABLE[1].replace("INTO pgpubsub_notification ", "INTO notification_lean "),
@@ -196,6 +206,10 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
     "broadcast_raw_xid_index": ("", _RAW_INSERT.format(table="broadcast_xid_index")),
 }
 
+#: Variants installed as row-level triggers (no transition table): what a
+#: single-row statement would pay without the statement trigger's tuplestore.
+ROW_LEVEL = frozenset({"durable_row", "floor_log_keyed_row"})
+
 #: The table each variant writes its events to, and how ``--consume`` takes
 #: them: "position" (read by position, as pgpubsub's readers do) or
 #: "delete" (claimed with DELETE ... RETURNING by ctid).
@@ -208,6 +222,8 @@ EVENTS_IN: dict[str, tuple[str, str]] = {
     "durable_cached": ("notification_cached", "delete"),
     "durable_json": ("notification_json", "delete"),
     "durable_lean": ("notification_lean", "delete"),
+    "durable_row": ("pgpubsub_notification", "delete"),
+    "floor_log_keyed_row": ("floor_log_keyed", "delete"),
     "durable_concat": ("pgpubsub_notification", "delete"),
     "durable_floor": ("pgpubsub_notification", "delete"),
     "floor_log_keyed": ("floor_log_keyed", "delete"),
@@ -314,11 +330,15 @@ def prepare(admin_url: str, url: str) -> None:
                     "DECLARE\n    {}\nBEGIN\n    {}\nEND\n$cost$"
                 ).format(function, sql.SQL(declare), sql.SQL(body))
             )
+            level = (
+                "FOR EACH ROW"
+                if name in ROW_LEVEL
+                else "REFERENCING NEW TABLE AS pgpubsub_new FOR EACH STATEMENT"
+            )
             conn.execute(
-                sql.SQL(
-                    "CREATE TRIGGER cost AFTER INSERT ON {} REFERENCING NEW TABLE AS pgpubsub_new "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
-                ).format(_table(name), function)
+                sql.SQL("CREATE TRIGGER cost AFTER INSERT ON {} {} EXECUTE FUNCTION {}()").format(
+                    _table(name), sql.SQL(level), function
+                )
             )
 
 
