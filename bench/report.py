@@ -343,26 +343,21 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
     # references that bracket it (by position in the round), since the
     # machine's speed drifts over a round. Results without positions fall
     # back to the mean of the round's references.
-    reference_tps: dict[tuple[int, int], list[float]] = {}
-    reference_at: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    references: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for run in sorted(reference_runs, key=lambda run: run.get("position") or 0):
-        reference_tps.setdefault((run["round"], run["clients"]), []).append(run["tps"])
-        if run.get("position") is not None:
-            at = reference_at.setdefault((run["round"], run["clients"]), [])
-            at.append((run["position"], run["tps"]))
+        references.setdefault((run["round"], run["clients"]), []).append(run)
 
     def bracket(run: dict[str, Any], clients: int) -> list[float]:
         """The tps of the references next to ``run`` in its round, else all of the round's."""
-        every = reference_at.get((run["round"], clients), [])
+        every = references.get((run["round"], clients), [])
         position = run.get("position")
-        if position is not None and every:
-            before = [(p, tps) for p, tps in every if p < position]
-            after = [(p, tps) for p, tps in every if p > position]
-            near = [max(before)[1]] if before else []
-            near += [min(after)[1]] if after else []
+        if position is not None:
+            placed = [ref for ref in every if ref.get("position") is not None]
+            near = [ref for ref in placed if ref["position"] < position][-1:]
+            near += [ref for ref in placed if ref["position"] > position][:1]
             if near:
-                return near
-        return reference_tps.get((run["round"], clients), [])
+                return [ref["tps"] for ref in near]
+        return [ref["tps"] for ref in every]
 
     def ratios(variant: str, impl: str, clients: int) -> list[float]:
         out = []
@@ -378,7 +373,11 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
     figures: list[Figure] = []
     for clients in writers:
         plural = "writer" if clients == 1 else "writers"
-        pairs = [tps for (_, n), tps in sorted(reference_tps.items()) if n == clients]
+        pairs = [
+            [ref["tps"] for ref in refs]
+            for (_, n), refs in sorted(references.items())
+            if n == clients
+        ]
         figures.append(
             Figure(
                 key=f"w8_reference_c{clients}",

@@ -259,7 +259,7 @@ def _writes(
     At each number of writers the reference (no trigger) runs first, last,
     and after every :data:`W8_REFERENCE_EVERY` variants, so that every
     variant runs next to a reference and is compared with the two that
-    bracket it: these machines drift by up to a fifth over a round. Every
+    bracket it: these machines drift by up to a third over a round. Every
     other round runs the variants in reverse order, so that no variant
     always runs right after the reference or the other library's twin.
     """
