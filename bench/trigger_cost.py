@@ -12,12 +12,11 @@ broadcast table, their sequence) and one table per variant, all alike
 * ``floor_notify`` and ``floor_log``: the two floors of workload 8;
 * ``broadcast`` and ``retained``: the statement trigger pgpubsub generates
   for a broadcast and a retained ``TriggerChannel``, its body built by
-  ``pgpubsub.sql.statement_body`` (the same function the triggers use);
-  Like the triggers pgpubsub installs, they start with its test of
-  ``pgtrigger.ignore`` (``pgpubsub.sql.IGNORE_TEST``);
-  ``broadcast_pgtrigger_ignore`` starts with django-pgtrigger's own test
-  instead (a call of its ignore function, an exception block), as
-  pgpubsub's triggers did before;
+  ``pgpubsub.sql.statement_body`` (the same function the triggers use),
+  which tests ``pgtrigger.ignore`` itself;
+  ``broadcast_pgtrigger_ignore`` puts django-pgtrigger's own test in front
+  (a call of its ignore function, an exception block), as pgpubsub's
+  triggers had it until 2026-12-01;
 * ``durable``: the statement trigger of a durable ``TriggerChannel``,
   writing to an outbox table shaped as Django's migrations create it
   (its key's sequence has no cache); ``durable_cached``: the same into a
@@ -60,12 +59,13 @@ no client round trip and no wait for the WAL flush, the parts of a trigger
 are priced within a minute, where the contended pgbench runs differ by
 several µs between rounds.
 
-``retained_inline`` and ``durable_inline`` are the retained and durable
-bodies restructured to evaluate fewer PL/pgSQL expressions per
-transaction: the notification context tested where it is used instead of
-held in a variable, and, for the outbox, the event built as a constant
-``jsonb`` head joined to the row's ``to_jsonb`` (the same document as the
-text parsed into ``jsonb``).
+``broadcast_previous``, ``retained_previous`` and ``durable_previous``
+are the bodies pgpubsub generated until 2026-12-01, behind
+``pgpubsub.sql.IGNORE_TEST``: the notification context held in a variable
+and tested by an IF of its own, and the outbox's event built as JSON text
+parsed into ``jsonb``. PL/pgSQL prepares each expression it evaluates once
+per transaction, and the bodies generated since then evaluate fewer.
+``durable_json``, ``durable_row`` are variants of ``durable_previous``.
 
 ``--consume`` runs the least a consumer can do beside pgbench, on the same
 cores, for every variant that writes events: a process that takes the
@@ -82,7 +82,6 @@ costs of workload 8.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -109,22 +108,73 @@ DATABASE = "bench_trigger_cost"
 CHANNEL = "bench.channels.CostChannel"
 WAKE_KEY = 4242
 
-_CONTEXT = f"pgpubsub_context {pgpubsub_sql.STATEMENT_CONTEXT};"
-_DURABLE_HEAD = "pgpubsub_head text := {};".format(
-    pgpubsub_sql.stored_head("bench", "costrow", "after_insert", "INSERT")
-)
+_LITERAL_CHANNEL = sql.Literal(CHANNEL).as_string()
 
 
 def _generated(*, durable: bool, retained: bool) -> tuple[str, str]:
     """The DECLARE and body pgpubsub generates for an AFTER INSERT statement trigger."""
     body = pgpubsub_sql.statement_body(
-        CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=durable, retained=retained
+        CHANNEL,
+        WAKE_KEY,
+        "after_insert",
+        "INSERT",
+        app_label="bench",
+        model_name="costrow",
+        durable=durable,
+        retained=retained,
     )
-    return (_DURABLE_HEAD if durable else _CONTEXT), f"{pgpubsub_sql.IGNORE_TEST}\n    {body}"
+    return "", body
 
 
 _DURABLE = _generated(durable=True, retained=False)
 _BROADCAST = _generated(durable=False, retained=False)
+_WAKE_UP = pgpubsub_sql.wake_up(CHANNEL, WAKE_KEY)
+
+# The statement bodies pgpubsub generated until 2026-12-01 (installed behind
+# pgpubsub.sql.IGNORE_TEST): the notification context held in a variable
+# and tested by an IF of its own, and the outbox's event built as JSON text
+# and parsed into jsonb. Each PL/pgSQL expression is prepared once per
+# transaction, which the bodies generated since then evaluate fewer of.
+_PREVIOUS_CONTEXT = (
+    "pgpubsub_context json := "
+    "NULLIF(current_setting('pgpubsub.notification_context', true), '')::json;"
+)
+_PREVIOUS_WAKE_UP = _WAKE_UP + "    RETURN NULL;"
+
+
+def _previous_table_body(table: str) -> str:
+    event = "json_build_object('trigger', 'after_insert', 'op', 'INSERT', 'new', to_json(r){})"
+
+    def insert(extra: str) -> str:
+        return (
+            f"INSERT INTO {table} (channel, payload)\n"
+            f"        SELECT {_LITERAL_CHANNEL}, {event.format(extra)}\n"
+            "        FROM pgpubsub_new AS r;\n"
+        )
+
+    with_context = insert(", 'context', pgpubsub_context")
+    return (
+        f"{pgpubsub_sql.IGNORE_TEST}\n    IF pgpubsub_context IS NULL THEN\n        {insert('')}"
+        f"    ELSE\n        {with_context}    END IF;\n"
+        f"    {_PREVIOUS_WAKE_UP}"
+    )
+
+
+_PREVIOUS_DURABLE_HEAD = (
+    "pgpubsub_head text := "
+    '\'{"app":"bench","model":"costrow","trigger":"after_insert","op":"INSERT"'
+    ",\"context\":' || COALESCE(NULLIF(current_setting('pgpubsub.notification_context', true),"
+    " ''), '{}');"
+)
+_PREVIOUS_DURABLE_BODY = (
+    f"{pgpubsub_sql.IGNORE_TEST}\n"
+    "    INSERT INTO pgpubsub_notification (channel, payload)\n"
+    f"        SELECT {_LITERAL_CHANNEL},"
+    " (pgpubsub_head || ',\"old\":null,\"new\":' || to_json(r)::text || '}')::jsonb\n"
+    "        FROM pgpubsub_new AS r;\n"
+    f"    {_PREVIOUS_WAKE_UP}"
+)
+_PREVIOUS_DURABLE = (_PREVIOUS_DURABLE_HEAD, _PREVIOUS_DURABLE_BODY)
 
 # django-pgtrigger's start of every trigger function it installs: a call of
 # its ignore function, which reads the pgtrigger.ignore setting inside an
@@ -136,66 +186,13 @@ _PGTRIGGER_IGNORE = (
 )
 
 # The broadcast table's INSERT alone: what remains of the broadcast body
-# without its context test and its wake-up.
+# without its settings test and its wake-up.
 _RAW_INSERT = (
     "INSERT INTO {table} (channel, payload)\n"
-    f"        SELECT {sql.Literal(CHANNEL).as_string()},"
+    f"        SELECT {_LITERAL_CHANNEL},"
     " json_build_object('trigger', 'after_insert', 'op', 'INSERT', 'new', to_json(r))"
     " FROM pgpubsub_new AS r;\n    RETURN NULL;"
 )
-
-# The statement bodies restructured to evaluate fewer PL/pgSQL expressions in
-# each writer's transaction (PL/pgSQL prepares each expression it evaluates
-# once per transaction): the notification context tested where it is used
-# instead of held in a variable, and, for the outbox, the event built as a
-# constant jsonb head joined to the row's to_jsonb instead of text parsed
-# into jsonb.
-_CONTEXT_SETTING = "current_setting('pgpubsub.notification_context', true)"
-
-
-def _context_tested_inline(body: str) -> str:
-    """A generated body whose IF on the context variable tests the setting itself."""
-    start = body.index("IF pgpubsub_context IS NULL THEN")
-    otherwise = body.index("    ELSE\n", start)
-    end = body.index("    END IF;", otherwise)
-    plain = body[start + len("IF pgpubsub_context IS NULL THEN") : otherwise]
-    with_context = body[otherwise + len("    ELSE\n") : end].replace(
-        "'context', pgpubsub_context", f"'context', {_CONTEXT_SETTING}::json"
-    )
-    return (
-        body[:start]
-        + f"IF {_CONTEXT_SETTING} <> '' THEN\n{with_context}    ELSE{plain}"
-        + body[end:]
-    )
-
-
-def _durable_inline() -> tuple[str, str]:
-    head = json.dumps(
-        {"app": "bench", "model": "costrow", "trigger": "after_insert", "op": "INSERT"}
-        | {"context": {}, "old": None},
-        separators=(",", ":"),
-    )
-
-    def insert(extra: str) -> str:
-        return (
-            "INSERT INTO pgpubsub_notification (channel, payload)\n"
-            f"        SELECT {sql.Literal(CHANNEL).as_string()},"
-            f" {sql.Literal(head).as_string()}::jsonb"
-            f" || jsonb_build_object({extra}'new', to_jsonb(r))\n"
-            "        FROM pgpubsub_new AS r;\n"
-        )
-
-    body = _DURABLE[1]
-    inserts = body[body.index("INSERT INTO") : body.index("    IF FOUND")]
-    return "", body.replace(
-        inserts,
-        f"IF {_CONTEXT_SETTING} <> '' THEN\n        "
-        + insert(f"'context', {_CONTEXT_SETTING}::jsonb, ")
-        + "    ELSE\n        "
-        + insert("")
-        + "    END IF;\n",
-    )
-
 
 #: Variant name -> the trigger function's DECLARE and body (None: no trigger).
 VARIANTS: dict[str, tuple[str, str] | None] = {
@@ -206,54 +203,40 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         "INSERT INTO floor_log SELECT to_jsonb(r) FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
     "broadcast": _BROADCAST,
-    "broadcast_pgtrigger_ignore": (
-        _CONTEXT,
-        _PGTRIGGER_IGNORE
-        + pgpubsub_sql.statement_body(
-            CHANNEL, WAKE_KEY, "after_insert", "INSERT", durable=False, retained=False
-        ),
-    ),
+    "broadcast_previous": (_PREVIOUS_CONTEXT, _previous_table_body(pgpubsub_sql.BROADCAST_TABLE)),
+    "broadcast_pgtrigger_ignore": ("", _PGTRIGGER_IGNORE + _BROADCAST[1]),
     "retained": _generated(durable=False, retained=True),
-    "retained_inline": ("", _context_tested_inline(_generated(durable=False, retained=True)[1])),
+    "retained_previous": (_PREVIOUS_CONTEXT, _previous_table_body(pgpubsub_sql.EVENT_LOG)),
     "durable": _DURABLE,
-    "durable_inline": _durable_inline(),
+    "durable_previous": _PREVIOUS_DURABLE,
     "durable_cached": (
-        _DURABLE[0],
+        "",
         _DURABLE[1].replace("INTO pgpubsub_notification ", "INTO notification_cached "),
     ),
     "durable_json": (
-        _DURABLE[0],
-        _DURABLE[1]
-        .replace("INTO pgpubsub_notification ", "INTO notification_json ")
-        .replace("::jsonb", "::json"),
-    ),
-    "durable_concat": (
-        "pgpubsub_head jsonb := ({} || ',\"old\":null}}')::jsonb;".format(
-            pgpubsub_sql.stored_head("bench", "costrow", "after_insert", "INSERT")
-        ),
-        _DURABLE[1].replace(
-            _DURABLE[1][_DURABLE[1].index("(pgpubsub_head ||") : _DURABLE[1].index("::jsonb") + 7],
-            "pgpubsub_head || jsonb_build_object('new', to_jsonb(r))",
-        ),
+        _PREVIOUS_DURABLE_HEAD,
+        _PREVIOUS_DURABLE_BODY.replace(
+            "INTO pgpubsub_notification ", "INTO notification_json "
+        ).replace("::jsonb", "::json"),
     ),
     "durable_floor": (
         "",
         "INSERT INTO pgpubsub_notification (channel, payload)"
-        f" SELECT {sql.Literal(CHANNEL).as_string()}, to_jsonb(r)"
+        f" SELECT {_LITERAL_CHANNEL}, to_jsonb(r)"
         " FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
     "durable_row": (
-        _DURABLE[0],
-        _DURABLE[1]
-        .replace("to_json(r)", "to_json(NEW)")
-        .replace("\n        FROM pgpubsub_new AS r;", ";"),
+        _PREVIOUS_DURABLE_HEAD,
+        _PREVIOUS_DURABLE_BODY.replace("to_json(r)", "to_json(NEW)").replace(
+            "\n        FROM pgpubsub_new AS r;", ";"
+        ),
     ),
     "floor_log_keyed_row": (
         "",
         "INSERT INTO floor_log_keyed (row) VALUES (to_jsonb(NEW));\n    RETURN NULL;",
     ),
     "durable_lean": (
-        _DURABLE[0],
+        "",
         _DURABLE[1].replace("INTO pgpubsub_notification ", "INTO notification_lean "),
     ),
     "floor_log_keyed": (
@@ -262,15 +245,10 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         "    RETURN NULL;",
     ),
     "broadcast_unkeyed": (
-        _CONTEXT,
-        pgpubsub_sql.table_insert("broadcast_unkeyed", CHANNEL, "after_insert", "INSERT")
-        + "    RETURN NULL;",
+        "",
+        _BROADCAST[1].replace("INTO pgpubsub_broadcast ", "INTO broadcast_unkeyed "),
     ),
-    "broadcast_no_wakeup": (
-        _CONTEXT,
-        pgpubsub_sql.table_insert(pgpubsub_sql.BROADCAST_TABLE, CHANNEL, "after_insert", "INSERT")
-        + "    RETURN NULL;",
-    ),
+    "broadcast_no_wakeup": ("", _BROADCAST[1].replace(_WAKE_UP, "")),
     "broadcast_raw": ("", _RAW_INSERT.format(table=pgpubsub_sql.BROADCAST_TABLE)),
     "broadcast_raw_unkeyed": ("", _RAW_INSERT.format(table="broadcast_unkeyed")),
     "broadcast_raw_spread_key": ("", _RAW_INSERT.format(table="broadcast_spread_key")),
@@ -287,17 +265,17 @@ ROW_LEVEL = frozenset({"durable_row", "floor_log_keyed_row"})
 EVENTS_IN: dict[str, tuple[str, str]] = {
     "floor_log": ("floor_log", "delete"),
     "broadcast": (pgpubsub_sql.BROADCAST_TABLE, "position"),
+    "broadcast_previous": (pgpubsub_sql.BROADCAST_TABLE, "position"),
     "broadcast_pgtrigger_ignore": (pgpubsub_sql.BROADCAST_TABLE, "position"),
     "retained": (pgpubsub_sql.EVENT_LOG, "position"),
-    "retained_inline": (pgpubsub_sql.EVENT_LOG, "position"),
+    "retained_previous": (pgpubsub_sql.EVENT_LOG, "position"),
     "durable": ("pgpubsub_notification", "delete"),
-    "durable_inline": ("pgpubsub_notification", "delete"),
+    "durable_previous": ("pgpubsub_notification", "delete"),
     "durable_cached": ("notification_cached", "delete"),
     "durable_json": ("notification_json", "delete"),
     "durable_lean": ("notification_lean", "delete"),
     "durable_row": ("pgpubsub_notification", "delete"),
     "floor_log_keyed_row": ("floor_log_keyed", "delete"),
-    "durable_concat": ("pgpubsub_notification", "delete"),
     "durable_floor": ("pgpubsub_notification", "delete"),
     "floor_log_keyed": ("floor_log_keyed", "delete"),
     "broadcast_unkeyed": ("broadcast_unkeyed", "delete"),

@@ -53,6 +53,18 @@ class TriggerSql(compiler.UpsertTriggerSql):
         return sql.TRIGGER_INSTALL
 
 
+class StatementTriggerSql(compiler.UpsertTriggerSql):
+    """The installation SQL of a listener decorator's statement trigger
+    (``pgpubsub.sql.STATEMENT_TRIGGER_INSTALL``): its body tests
+    ``pgtrigger.ignore`` itself (see ``pgpubsub.sql.statement_body``).
+
+    Migrations name this class, so it stays importable under this name.
+    """
+
+    def get_template(self) -> str:
+        return sql.STATEMENT_TRIGGER_INSTALL
+
+
 class PgpubsubTrigger(pgtrigger.Trigger):
     """A django-pgtrigger trigger installed with :class:`TriggerSql`.
 
@@ -63,11 +75,14 @@ class PgpubsubTrigger(pgtrigger.Trigger):
     ``bench/trigger_cost.py``, see ``docs/benchmarks.rst``).
     """
 
+    #: The class of its installation SQL.
+    install_sql: type[compiler.UpsertTriggerSql] = TriggerSql
+
     def compile(self, model: models.Model) -> compiler.Trigger:
         compiled = super().compile(model)
         kwargs = dict(compiled.sql.kwargs)
         kwargs.pop("ignore_func_name", None)
-        return compiler.Trigger(name=compiled.name, sql=TriggerSql(**kwargs))
+        return compiler.Trigger(name=compiled.name, sql=self.install_sql(**kwargs))
 
 
 class Notify(PgpubsubTrigger):
@@ -145,28 +160,22 @@ class ChannelTrigger(PgpubsubTrigger):
         )
         self._op = op
         self._timing = timing
-
-    def get_declare(self, model: models.Model) -> list[tuple[str, str]]:
-        if self._timing != "AFTER":
-            return []
-        declare = []
-        if self.channel.lock_notifications:
-            head = sql.stored_head(*_app_and_model(model), trigger_key(self), self._op)
-            declare.append(("pgpubsub_head", f"text := {head}"))
-        if self.channel.retained() or not self.channel.lock_notifications:
-            declare.append(("pgpubsub_context", sql.STATEMENT_CONTEXT))
-        return declare
+        if timing == "AFTER":
+            self.install_sql = StatementTriggerSql
 
     def get_func(self, model: models.Model) -> str:
         channel = self.channel
         name = channel.listen_safe_name()
         key = trigger_key(self)
         if self._timing == "AFTER":
+            app_label, model_name = _app_and_model(model)
             return sql.statement_body(
                 name,
                 channel.wake_key(),
                 key,
                 self._op,
+                app_label=app_label,
+                model_name=model_name,
                 durable=bool(channel.lock_notifications),
                 retained=channel.retained(),
             )

@@ -47,7 +47,7 @@ def test_drift_is_a_warning_of_check_with_a_database():
     assert (
         f"trigger {trigger.name} of {AuthorChannel.name()} on table app_author is missing, "
         "so AFTER INSERT on app_author publishes nothing; its migration "
-        "app.0004_triggers_without_subtransaction is applied, so it was changed in the "
+        "app.0005_faster_statement_triggers is applied, so it was changed in the "
         "database by hand; run `python manage.py "
         f"pgtrigger install app.Author:{trigger.name}` to reinstall it"
     ) in report
@@ -63,7 +63,7 @@ def test_drift_is_a_warning_of_check_with_a_database():
 def test_drift_that_migrate_fixes_is_left_to_migrate():
     drop_trigger(OrderChannel, "after_insert")
     with connection.cursor() as cursor:
-        # As if app.0004_triggers_without_subtransaction, which installs the
+        # As if app.0005_faster_statement_triggers, which installs the
         # trigger, were not applied.
         cursor.execute("DELETE FROM django_migrations WHERE app = 'app'")
     assert "pgpubsub.W002" not in check("--database", "default")
@@ -72,8 +72,7 @@ def test_drift_that_migrate_fixes_is_left_to_migrate():
     [missing] = [problem for problem in problems if "after_insert of" in problem.message]
     assert missing.fixed_by_migrate
     assert missing.message.endswith(
-        "run `python manage.py migrate` "
-        "(migration app.0004_triggers_without_subtransaction installs it)"
+        "run `python manage.py migrate` (migration app.0005_faster_statement_triggers installs it)"
     )
 
 

@@ -283,6 +283,39 @@ def test_a_malformed_ignore_setting_neither_fails_nor_silences_a_write(published
     assert [e["trigger"] for e in published(AuthorChannel)] == ["before_insert", "after_insert"]
 
 
+def test_ignoring_another_trigger_still_publishes_with_the_context(published):
+    """With either setting set, the AFTER trigger tests which: here the
+    ignore list names another trigger, and the context is set or not."""
+    with pgtrigger.ignore(_author_trigger("BEFORE")):
+        Author.objects.create(name="plain")
+        with transaction.atomic():
+            pgpubsub.set_notification_context({"request": "r-1"})
+            Author.objects.create(name="with context")
+    events = [(e["new"]["name"], e.get("context")) for e in published(AuthorChannel)]
+    assert events == [("plain", None), ("with context", {"request": "r-1"})]
+
+
+def test_after_trigger_functions_test_both_settings_once_and_hold_no_variables():
+    """PL/pgSQL prepares each expression once per transaction: the AFTER
+    triggers' functions start with one test of both settings they depend on,
+    and declare nothing (a variable's initial value is an expression too)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.tgname, p.prosrc FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE t.tgrelid IN ('app_author'::regclass, 'app_ticket'::regclass) "
+            "AND t.tgname LIKE 'pgtrigger_pgpubsub%%after%%'"
+        )
+        functions = cursor.fetchall()
+    assert len(functions) >= 6
+    first_test = (
+        "IF current_setting('pgtrigger.ignore', true) <> '' "
+        "OR current_setting('pgpubsub.notification_context', true) <> '' THEN"
+    )
+    for name, source in functions:
+        assert source.split("BEGIN", 1)[1].lstrip().startswith(first_test), name
+        assert "DECLARE" not in source.split("BEGIN", 1)[0], name
+
+
 def test_trigger_functions_start_no_subtransaction():
     """django-pgtrigger's ignore test catches an error in a subtransaction on
     every statement of every writer; pgpubsub's triggers never call it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pgtrigger
 import pytest
 from django.db import connection, transaction
 from django.test import override_settings
@@ -9,6 +10,7 @@ from django.test import override_settings
 import pgpubsub
 from pgpubsub.durable import DurableDelivery
 from pgpubsub.models import Notification
+from pgpubsub.triggers import trigger_name
 from tests.app.channels import OrderChannel, TicketChannel
 from tests.app.models import Delivery, Order, Ticket
 
@@ -75,6 +77,34 @@ def test_stored_trigger_events_carry_the_context_set_in_their_transaction():
         "before_update": {"request": "r-9"},
         "after_update": {"request": "r-9"},
     }
+
+
+def test_stored_trigger_events_keep_their_shape_while_another_trigger_is_ignored():
+    before = "app.Ticket:" + trigger_name(TicketChannel, "BEFORE", "UPDATE")
+    with pgtrigger.ignore(before):
+        ticket = Ticket.objects.create(code="i-1")
+        with transaction.atomic():
+            pgpubsub.set_notification_context({"request": "r-3"})
+            Ticket.objects.filter(pk=ticket.pk).update(code="i-2")
+    events = stored(TicketChannel)
+    assert events["after_insert"] == {
+        "app": "app",
+        "model": "Ticket",
+        "trigger": "after_insert",
+        "op": "INSERT",
+        "context": {},
+        "old": None,
+        "new": {"id": ticket.pk, "code": "i-1"},
+    }
+    assert events["after_update"]["context"] == {"request": "r-3"}
+    assert events["after_update"]["new"] == {"id": ticket.pk, "code": "i-2"}
+    assert set(events) == {"after_insert", "after_update"}
+
+
+def test_an_ignored_after_trigger_stores_nothing():
+    with pgtrigger.ignore("app.Ticket:" + trigger_name(TicketChannel, "AFTER", "INSERT")):
+        Ticket.objects.create(code="quiet")
+    assert stored(TicketChannel) == {}
 
 
 def test_a_listener_filter_on_app_and_model_matches_stored_trigger_events():

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 
 def test_loop_prices_every_variant_asked_for_and_drops_its_database() -> None:
-    variants = ["durable", "durable_inline", "retained_inline"]
+    variants = ["durable", "durable_previous", "retained_previous"]
     done = subprocess.run(
         [
             sys.executable,
@@ -50,4 +50,4 @@ def test_an_unknown_variant_is_named_with_the_known_ones() -> None:
         check=False,
     )
     assert done.returncode != 0
-    assert "no_such_variant" in done.stderr and "durable_inline" in done.stderr
+    assert "no_such_variant" in done.stderr and "durable_previous" in done.stderr
