@@ -67,6 +67,12 @@ parsed into ``jsonb``. PL/pgSQL prepares each expression it evaluates once
 per transaction, and the bodies generated since then evaluate fewer.
 ``durable_json``, ``durable_row`` are variants of ``durable_previous``.
 
+``--waits`` also samples ``pg_stat_activity`` every 10 ms while pgbench
+runs and prints, under each variant, how many of the scratch database's
+active sessions were, on average, in each of the four commonest wait
+events or on a CPU (``LWLock:WALWrite``: waiting for another session's
+flush of the WAL; ``IO:WalSync``: the flush itself).
+
 ``--consume`` runs the least a consumer can do beside pgbench, on the same
 cores, for every variant that writes events: a process that takes the
 events in batches of up to 500, inserts one row per event into a scratch
@@ -82,6 +88,7 @@ costs of workload 8.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import subprocess
@@ -452,14 +459,35 @@ def server_cpu() -> dict[int, float]:
     return found
 
 
+#: What each active session of the scratch database is doing, for ``--waits``.
+_WAITS = (
+    "SELECT coalesce(wait_event_type || ':' || wait_event, 'on a CPU') FROM pg_stat_activity"
+    " WHERE datname = %s AND state = 'active' AND pid <> pg_backend_pid()"
+)
+
+
+def sample_waits(url: str, until: float, every: float = 0.01) -> collections.Counter[str]:
+    """The mean number of active sessions in each wait event (or on a CPU) until ``until``."""
+    seen: collections.Counter[str] = collections.Counter()
+    samples = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < until:
+            seen.update(row[0] for row in conn.execute(_WAITS, (DATABASE,)).fetchall())
+            samples += 1
+            time.sleep(every)
+    return collections.Counter({key: count / max(samples, 1) for key, count in seen.items()})
+
+
 def run_pgbench(
-    pgbench: Path, url: str, name: str, writers: int, seconds: int
-) -> tuple[float, float]:
-    """tps, and the server's CPU microseconds per transaction.
+    pgbench: Path, url: str, name: str, writers: int, seconds: int, waits: bool = False
+) -> tuple[float, float, collections.Counter[str]]:
+    """tps, the server's CPU microseconds per transaction, and (``waits``) wait events.
 
     The server's CPU is sampled from the second second to the last but one,
     while every writer's backend is alive (a backend's CPU leaves /proc with
     it), and divided by the transactions pgbench reports for that window.
+    With ``waits``, ``pg_stat_activity`` is sampled every 10 ms in that
+    window (:func:`sample_waits`; its own session is left out).
     """
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         statement = sql.SQL("INSERT INTO {} (n, label) VALUES (:client_id, '');\n")
@@ -477,7 +505,12 @@ def run_pgbench(
         )
         time.sleep(1.2)
         first, t0 = server_cpu(), time.monotonic()
-        time.sleep(max(0.5, seconds - 2.4))
+        window = max(0.5, seconds - 2.4)
+        found_waits: collections.Counter[str] = collections.Counter()
+        if waits:
+            found_waits = sample_waits(url, t0 + window)
+        else:
+            time.sleep(window)
         last, t1 = server_cpu(), time.monotonic()
         out, progress = proc.communicate()
         if proc.returncode:
@@ -489,7 +522,7 @@ def run_pgbench(
         raise SystemExit(f"pgbench on {name} printed no tps:\n{out[-1500:]}")
     rate = float(found.group(1))
     cpu = sum(last[pid] - first[pid] for pid in last if pid in first)
-    return rate, 1e6 * cpu / (rate * (t1 - t0))
+    return rate, 1e6 * cpu / (rate * (t1 - t0)), found_waits
 
 
 def loop_costs(url: str, measured: list[str], transactions: int, rounds: int) -> None:
@@ -555,6 +588,11 @@ def main() -> None:
         metavar="N",
         help="instead of pgbench: N transactions per variant from one session (see loop_costs)",
     )
+    parser.add_argument(
+        "--waits",
+        action="store_true",
+        help="also sample pg_stat_activity's wait events while pgbench runs",
+    )
     parser.add_argument("--consumer-of", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.consumer_of:
@@ -580,6 +618,7 @@ def main() -> None:
     pgbench = find_pgbench()
     tps: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
+    waits: dict[tuple[str, int], collections.Counter[str]] = {}
     for writers in (int(w) for w in args.writers.split(",")):
         for round_ in range(args.rounds):
             for name in measured if round_ % 2 == 0 else list(reversed(measured)):
@@ -590,13 +629,18 @@ def main() -> None:
                         [sys.executable, __file__, "--consumer-of", url, table, how]
                     )
                 try:
-                    rate, per_tx = run_pgbench(pgbench, url, name, writers, args.seconds)
+                    rate, per_tx, found = run_pgbench(
+                        pgbench, url, name, writers, args.seconds, args.waits
+                    )
                 finally:
                     if consumer is not None:
                         consumer.kill()
                         consumer.wait()
                 tps.setdefault((name, writers), []).append(rate)
                 cpu.setdefault((name, writers), []).append(per_tx)
+                waits.setdefault((name, writers), collections.Counter()).update(
+                    {key: mean / args.rounds for key, mean in found.items()}
+                )
             empty(url, measured, args.consume)
         reference = statistics.median(tps[("none", writers)])
         print(
@@ -610,6 +654,9 @@ def main() -> None:
                 f"  {name:24s} {median:9.0f} tx/s  {median / reference:5.2f}x no trigger  "
                 f"server CPU {per_tx:5.0f} us/tx"
             )
+            if args.waits:
+                common = waits[(name, writers)].most_common(4)
+                print("      sessions: " + ", ".join(f"{n:.1f} {key}" for key, n in common))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(DATABASE)))
 

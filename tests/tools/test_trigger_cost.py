@@ -51,3 +51,24 @@ def test_an_unknown_variant_is_named_with_the_known_ones() -> None:
     )
     assert done.returncode != 0
     assert "no_such_variant" in done.stderr and "durable_previous" in done.stderr
+
+
+def test_waits_names_what_the_writers_wait_on_under_each_variant() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "trigger_cost.py"),
+            *("--writers", "4", "--rounds", "1", "--seconds", "3", "--waits"),
+            *("--variants", "broadcast"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    for name in ("none", "broadcast"):
+        [at] = [i for i, line in enumerate(lines) if re.match(rf"\s+{name}\s+\d+ tx/s", line)]
+        # The next line: mean sessions per wait event, e.g. "1.2 LWLock:WALWrite".
+        assert re.match(r"\s+sessions: \d+\.\d ", lines[at + 1]), done.stdout
