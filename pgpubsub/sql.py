@@ -404,26 +404,7 @@ TRIGGER_INSTALL = (
 #: because those bodies (:func:`statement_body`) test the setting themselves,
 #: together with the notification context. FROZEN once released, like
 #: :data:`TRIGGER_INSTALL`.
-STATEMENT_TRIGGER_INSTALL = (
-    "\n"
-    "CREATE OR REPLACE FUNCTION {pgid}()\n"
-    "RETURNS TRIGGER AS $$\n"
-    "    {declare}\n"
-    "    BEGIN\n"
-    "    {func}\n"
-    "    END;\n"
-    "$$ LANGUAGE plpgsql;\n"
-    "\n"
-    "DROP TRIGGER IF EXISTS {pgid} ON {table};\n"
-    "CREATE {constraint} TRIGGER {pgid}\n"
-    "    {when} {operation} ON {table}\n"
-    "    {timing}\n"
-    "    {referencing}\n"
-    "    FOR EACH {level} {condition}\n"
-    "    EXECUTE PROCEDURE {execute};\n"
-    "\n"
-    "COMMENT ON TRIGGER {pgid} ON {table} IS '{hash}';\n"
-)
+STATEMENT_TRIGGER_INSTALL = TRIGGER_INSTALL.replace(f"    {_format_literal(IGNORE_TEST)}\n", "")
 
 #: The notification context of the writer's transaction (text; NULL or ``''`` when none).
 CONTEXT_SETTING = "current_setting('pgpubsub.notification_context', true)"
@@ -467,10 +448,11 @@ def stored_head(app_label: str, model_name: str, key: str, op: str) -> str:
     holds every key but the rows the operation has (and ``context {}``,
     which a set context replaces); :func:`outbox_insert` joins it to them.
     """
-    head: dict[str, object] = {"app": app_label, "model": model_name, "trigger": key, "op": op}
-    head["context"] = {}
-    old, new = _STATEMENT_ROWS[op]
-    head.update({name: None for name, row in (("old", old), ("new", new)) if row is None})
+    missing = {name: None for name, row in zip(("old", "new"), _STATEMENT_ROWS[op]) if not row}
+    head: dict[str, object] = {
+        **{"app": app_label, "model": model_name, "trigger": key, "op": op},
+        **{"context": {}, **missing},
+    }
     return f"{_literal(json.dumps(head, separators=(',', ':')))}::jsonb"
 
 

@@ -12,19 +12,20 @@ import psycopg
 from tests.conftest import REPO
 
 
-def test_loop_prices_every_variant_asked_for_and_drops_its_database() -> None:
-    variants = ["durable", "durable_previous", "retained_previous"]
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "trigger_cost.py"),
-            *("--loop", "200", "--rounds", "1", "--variants", ",".join(variants)),
-        ],
+def trigger_cost(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``bench/trigger_cost.py ARGS`` against the suite's server."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "trigger_cost.py"), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_loop_prices_every_variant_asked_for_and_drops_its_database() -> None:
+    variants = ["durable", "durable_previous", "retained_previous"]
+    done = trigger_cost("--loop", "200", "--rounds", "1", "--variants", ",".join(variants))
     assert done.returncode == 0, done.stderr[-2000:]
     # Each variant's figure, the reference's included; a trigger that wrote
     # no event would have stopped the script (it checks the event tables).
@@ -38,33 +39,15 @@ def test_loop_prices_every_variant_asked_for_and_drops_its_database() -> None:
 
 
 def test_an_unknown_variant_is_named_with_the_known_ones() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "trigger_cost.py"),
-            *("--loop", "10", "--variants", "durable,no_such_variant"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = trigger_cost("--loop", "10", "--variants", "durable,no_such_variant", timeout=60)
     assert done.returncode != 0
     assert "no_such_variant" in done.stderr and "durable_previous" in done.stderr
 
 
 def test_waits_names_what_the_writers_wait_on_under_each_variant() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "trigger_cost.py"),
-            *("--writers", "4", "--rounds", "1", "--seconds", "3", "--waits"),
-            *("--variants", "broadcast"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = trigger_cost(
+        *("--writers", "4", "--rounds", "1", "--seconds", "3", "--waits"),
+        *("--variants", "broadcast"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
