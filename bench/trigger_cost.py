@@ -67,6 +67,14 @@ parsed into ``jsonb``. PL/pgSQL prepares each expression it evaluates once
 per transaction, and the bodies generated since then evaluate fewer.
 ``durable_json``, ``durable_row`` are variants of ``durable_previous``.
 
+``--wal N`` also replaces pgbench: from one session, each variant's table
+takes N single-row transactions after a checkpoint, and the script prints
+the WAL each transaction wrote, by record type, from ``pg_walinspect``
+(full-page images apart), and, for the variants whose events are claimed
+by deleting them, the WAL the least consumer's claim writes per event
+(``wal_costs``). Bytes matter here: with many writers, commits wait for
+the WAL to be flushed, and the more each commit logs, the longer.
+
 ``--waits`` also samples ``pg_stat_activity`` every 10 ms while pgbench
 runs and prints, under each variant, how many of the scratch database's
 active sessions were, on average, in each of the four commonest wait
@@ -96,6 +104,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pgtrigger import compiler
@@ -525,6 +534,105 @@ def run_pgbench(
     return rate, 1e6 * cpu / (rate * (t1 - t0)), found_waits
 
 
+def _create_loops(conn: psycopg.Connection[Any], measured: list[str]) -> None:
+    """A procedure per variant that inserts ``n`` rows into its table, committing each."""
+    for name in measured:
+        conn.execute(
+            sql.SQL(
+                "CREATE PROCEDURE {}(n integer) LANGUAGE plpgsql AS $loop$\n"
+                "BEGIN\n    FOR i IN 1..n LOOP\n"
+                "        INSERT INTO {} (n, label) VALUES (i, '');\n        COMMIT;\n"
+                "    END LOOP;\nEND\n$loop$"
+            ).format(sql.Identifier(f"cost_loop_{name}"), _table(name))
+        )
+
+
+def _call_loop(conn: psycopg.Connection[Any], name: str, transactions: int) -> None:
+    conn.execute(
+        sql.SQL("CALL {}(%s)").format(sql.Identifier(f"cost_loop_{name}")), (transactions,)
+    )
+
+
+def _wal_since(conn: psycopg.Connection[Any], start: str) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The WAL written since ``start``: the end position, and bytes and FPI bytes by record type.
+
+    Positions are the flushed end of the WAL, which every commit of this
+    session has reached (PostgreSQL 15's ``pg_walinspect`` reads no further).
+    """
+    end = str(_one(conn, "SELECT pg_current_wal_flush_lsn()::text"))
+    rows = conn.execute(
+        'SELECT "resource_manager/record_type", record_size, fpi_size'
+        " FROM pg_get_wal_stats(%s::pg_lsn, %s::pg_lsn, true) WHERE count > 0",
+        (start, end),
+    ).fetchall()
+    return end, {str(kind): (int(size), int(fpi)) for kind, size, fpi in rows}
+
+
+def _one(conn: psycopg.Connection[Any], query: str) -> object:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def wal_costs(url: str, measured: list[str], transactions: int) -> None:
+    """``--wal``: the WAL a writer transaction writes under each variant, and its consumer's.
+
+    From one session, as ``--loop`` does, each variant's table takes
+    ``transactions`` single-row transactions after a checkpoint, and
+    ``pg_walinspect`` sums the WAL between the positions before and after,
+    by record type. Full-page images (the first change of each page after a
+    checkpoint, and hint bits under data checksums) are counted apart: they
+    depend on where the checkpoint fell more than on the trigger. For a
+    variant whose events are claimed by deleting them (``EVENTS_IN``), the
+    least consumer's claim (``DELETE`` by ``ctid`` of rows locked ``FOR
+    UPDATE SKIP LOCKED``, 500 at a time) then takes them all, and its WAL
+    per event is printed too. In a busy server other sessions' WAL would be
+    counted as well: run it on a server of its own.
+    """
+    per_tx: dict[str, tuple[float, float, dict[str, float]]] = {}
+    consumer: dict[str, float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        _create_loops(conn, measured)
+        for name in measured:
+            conn.execute("CHECKPOINT")
+            start = str(_one(conn, "SELECT pg_current_wal_flush_lsn()::text"))
+            _call_loop(conn, name, transactions)
+            end, kinds = _wal_since(conn, start)
+            records = sum(size for size, _ in kinds.values()) / transactions
+            images = sum(fpi for _, fpi in kinds.values()) / transactions
+            by_kind = {kind: size / transactions for kind, (size, _) in kinds.items()}
+            per_tx[name] = (records, images, by_kind)
+            table, how = EVENTS_IN.get(name, ("", ""))
+            if how == "delete":
+                claim = sql.SQL(
+                    "DELETE FROM {t} WHERE ctid = ANY(ARRAY("
+                    "SELECT ctid FROM {t} LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING 1"
+                ).format(t=sql.Identifier(table))
+                taken = 0
+                while batch := len(conn.execute(claim).fetchall()):
+                    taken += batch
+                if not taken:
+                    raise SystemExit(f"{table} is empty: a trigger under test wrote nothing")
+                _, claimed = _wal_since(conn, end)
+                consumer[name] = sum(size for size, _ in claimed.values()) / taken
+            empty(url, [] if name in consumer else [name], consumed=False)
+    reference = per_tx["none"][0]
+    print(
+        f"one session, {transactions} single-row transactions per variant after a checkpoint,"
+        " WAL per transaction (pg_walinspect):"
+    )
+    for name in measured:
+        records, images, by_kind = per_tx[name]
+        extra = records - reference
+        line = f"  {name:24s} {records:6.0f} B  ({extra:+4.0f}; full pages {images:.0f} B)"
+        if name in consumer:
+            line += f"  consumer {consumer[name]:.0f} B/event"
+        print(line)
+        top = sorted(by_kind.items(), key=lambda item: -item[1])[:4]
+        print("      records: " + ", ".join(f"{kind} {size:.0f}" for kind, size in top))
+
+
 def loop_costs(url: str, measured: list[str], transactions: int, rounds: int) -> None:
     """``--loop``: each variant's server CPU per transaction, from one session, with no contention.
 
@@ -540,15 +648,7 @@ def loop_costs(url: str, measured: list[str], transactions: int, rounds: int) ->
     """
     results: dict[str, list[float]] = {name: [] for name in measured}
     with psycopg.connect(url, autocommit=True) as conn:
-        for name in measured:
-            conn.execute(
-                sql.SQL(
-                    "CREATE PROCEDURE {}(n integer) LANGUAGE plpgsql AS $loop$\n"
-                    "BEGIN\n    FOR i IN 1..n LOOP\n"
-                    "        INSERT INTO {} (n, label) VALUES (i, '');\n        COMMIT;\n"
-                    "    END LOOP;\nEND\n$loop$"
-                ).format(sql.Identifier(f"cost_loop_{name}"), _table(name))
-            )
+        _create_loops(conn, measured)
         conn.execute("SET synchronous_commit = off")
         backend = conn.info.backend_pid
         if not os.path.exists(f"/proc/{backend}/stat"):
@@ -558,9 +658,8 @@ def loop_costs(url: str, measured: list[str], transactions: int, rounds: int) ->
             )
         for round_ in range(rounds):
             for name in measured if round_ % 2 == 0 else list(reversed(measured)):
-                call = sql.SQL("CALL {}(%s)").format(sql.Identifier(f"cost_loop_{name}"))
                 before = cpu_seconds(backend)
-                conn.execute(call, (transactions,))
+                _call_loop(conn, name, transactions)
                 results[name].append(1e6 * (cpu_seconds(backend) - before) / transactions)
             empty(url, measured, consumed=False)
     reference = statistics.median(results["none"])
@@ -589,6 +688,13 @@ def main() -> None:
         help="instead of pgbench: N transactions per variant from one session (see loop_costs)",
     )
     parser.add_argument(
+        "--wal",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of pgbench: each variant's WAL per transaction over N (see wal_costs)",
+    )
+    parser.add_argument(
         "--waits",
         action="store_true",
         help="also sample pg_stat_activity's wait events while pgbench runs",
@@ -610,8 +716,11 @@ def main() -> None:
     admin_url = os.environ["DATABASE_URL"]
     url = make_conninfo(admin_url, dbname=DATABASE)
     prepare(admin_url, url)
-    if args.loop:
-        loop_costs(url, measured, args.loop, args.rounds)
+    if args.loop or args.wal:
+        if args.loop:
+            loop_costs(url, measured, args.loop, args.rounds)
+        if args.wal:
+            wal_costs(url, measured, args.wal)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(DATABASE)))
         return

@@ -55,3 +55,20 @@ def test_waits_names_what_the_writers_wait_on_under_each_variant() -> None:
         [at] = [i for i, line in enumerate(lines) if re.match(rf"\s+{name}\s+\d+ tx/s", line)]
         # The next line: mean sessions per wait event, e.g. "1.2 LWLock:WALWrite".
         assert re.match(r"\s+sessions: \d+\.\d ", lines[at + 1]), done.stdout
+
+
+def test_wal_counts_each_variants_bytes_and_its_consumers() -> None:
+    done = trigger_cost("--wal", "300", "--variants", "floor_log_keyed,durable,retained")
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = {}
+    for name in ("none", "floor_log_keyed", "durable", "retained"):
+        match = re.search(rf"^\s+{name}\s+(\d+) B\s+\(", done.stdout, re.MULTILINE)
+        assert match, done.stdout
+        written[name] = int(match.group(1))
+    # Each trigger logs its event on top of the row: the durable event, in
+    # 1.3.1's jsonb shape, most of all.
+    assert written["none"] < written["floor_log_keyed"] < written["retained"] < written["durable"]
+    # The outbox's events are claimed by deleting them, the event log's are read.
+    consumers = dict(re.findall(r"^\s+(\w+) .*consumer (\d+) B/event", done.stdout, re.MULTILINE))
+    assert set(consumers) == {"floor_log_keyed", "durable"}, done.stdout
+    assert "Heap/INSERT" in done.stdout
