@@ -22,10 +22,15 @@ broadcast table, their sequence) and one table per variant, all alike
   (its key's sequence has no cache); ``durable_cached``: the same into a
   copy whose sequence caches 32 values per session;
 * ``floor_log_keyed``: the log floor with the event tables' ordered key,
-  ``(xid, id)``, which reading in commit order needs; and
+  ``(xid, id)``, which reading in commit order needs;
+  ``floor_log_keyed_document``: the same table, each row holding the
+  document a durable trigger stores (1.3.1's shape, built as ``durable``
+  builds it) in place of the bare row: what that document costs on its
+  own, without the outbox's other columns and the settings test; and
   ``broadcast_unkeyed``: the broadcast body into a copy of the broadcast
   table without that key. Together they price the key;
-* ``broadcast_no_wakeup``: the broadcast body without its wake-up test
+* ``broadcast_no_wakeup``, ``durable_no_wakeup`` and
+  ``retained_no_wakeup``: the generated bodies without their wake-up test
   (the shared advisory lock), to price that test on its own;
 * ``broadcast_raw``: only the broadcast table's INSERT, one
   ``json_build_object`` per row, with no context test and no wake-up;
@@ -144,6 +149,7 @@ def _generated(*, durable: bool, retained: bool) -> tuple[str, str]:
 
 _DURABLE = _generated(durable=True, retained=False)
 _BROADCAST = _generated(durable=False, retained=False)
+_RETAINED = _generated(durable=False, retained=True)
 _WAKE_UP = pgpubsub_sql.wake_up(CHANNEL, WAKE_KEY)
 
 # The statement bodies pgpubsub generated until 2026-12-01 (installed behind
@@ -221,7 +227,7 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
     "broadcast": _BROADCAST,
     "broadcast_previous": (_PREVIOUS_CONTEXT, _previous_table_body(pgpubsub_sql.BROADCAST_TABLE)),
     "broadcast_pgtrigger_ignore": ("", _PGTRIGGER_IGNORE + _BROADCAST[1]),
-    "retained": _generated(durable=False, retained=True),
+    "retained": _RETAINED,
     "retained_previous": (_PREVIOUS_CONTEXT, _previous_table_body(pgpubsub_sql.EVENT_LOG)),
     "durable": _DURABLE,
     "durable_previous": _PREVIOUS_DURABLE,
@@ -260,11 +266,19 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         "INSERT INTO floor_log_keyed (row) SELECT to_jsonb(r) FROM pgpubsub_new AS r;\n"
         "    RETURN NULL;",
     ),
+    "floor_log_keyed_document": (
+        "",
+        "INSERT INTO floor_log_keyed (row)\n"
+        f"        SELECT {pgpubsub_sql.stored_head('bench', 'costrow', 'after_insert', 'INSERT')}"
+        " || jsonb_build_object('new', to_jsonb(r)) FROM pgpubsub_new AS r;\n    RETURN NULL;",
+    ),
     "broadcast_unkeyed": (
         "",
         _BROADCAST[1].replace("INTO pgpubsub_broadcast ", "INTO broadcast_unkeyed "),
     ),
     "broadcast_no_wakeup": ("", _BROADCAST[1].replace(_WAKE_UP, "")),
+    "durable_no_wakeup": ("", _DURABLE[1].replace(_WAKE_UP, "")),
+    "retained_no_wakeup": ("", _RETAINED[1].replace(_WAKE_UP, "")),
     "broadcast_raw": ("", _RAW_INSERT.format(table=pgpubsub_sql.BROADCAST_TABLE)),
     "broadcast_raw_unkeyed": ("", _RAW_INSERT.format(table="broadcast_unkeyed")),
     "broadcast_raw_spread_key": ("", _RAW_INSERT.format(table="broadcast_spread_key")),
@@ -294,8 +308,11 @@ EVENTS_IN: dict[str, tuple[str, str]] = {
     "floor_log_keyed_row": ("floor_log_keyed", "delete"),
     "durable_floor": ("pgpubsub_notification", "delete"),
     "floor_log_keyed": ("floor_log_keyed", "delete"),
+    "floor_log_keyed_document": ("floor_log_keyed", "delete"),
     "broadcast_unkeyed": ("broadcast_unkeyed", "delete"),
     "broadcast_no_wakeup": (pgpubsub_sql.BROADCAST_TABLE, "position"),
+    "durable_no_wakeup": ("pgpubsub_notification", "delete"),
+    "retained_no_wakeup": (pgpubsub_sql.EVENT_LOG, "position"),
     "broadcast_raw": (pgpubsub_sql.BROADCAST_TABLE, "position"),
     "broadcast_raw_unkeyed": ("broadcast_unkeyed", "delete"),
     "broadcast_raw_spread_key": ("broadcast_spread_key", "delete"),
@@ -539,7 +556,7 @@ def _create_loops(conn: psycopg.Connection[Any], measured: list[str]) -> None:
     for name in measured:
         conn.execute(
             sql.SQL(
-                "CREATE PROCEDURE {}(n integer) LANGUAGE plpgsql AS $loop$\n"
+                "CREATE OR REPLACE PROCEDURE {}(n integer) LANGUAGE plpgsql AS $loop$\n"
                 "BEGIN\n    FOR i IN 1..n LOOP\n"
                 "        INSERT INTO {} (n, label) VALUES (i, '');\n        COMMIT;\n"
                 "    END LOOP;\nEND\n$loop$"
