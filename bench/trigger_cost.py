@@ -444,15 +444,20 @@ def empty(url: str, measured: list[str], consumed: bool) -> None:
         conn.execute("CHECKPOINT")
 
 
+def _delete_claim(table: str) -> sql.Composed:
+    """The least consumer's claim: up to 500 of ``table``'s rows, locked, then deleted."""
+    return sql.SQL(
+        "DELETE FROM {t} WHERE ctid = ANY(ARRAY("
+        "SELECT ctid FROM {t} LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING 1"
+    ).format(t=sql.Identifier(table))
+
+
 def consume(url: str, table: str, how: str) -> None:
     """Take a table's events until killed: the least a consumer does (``--consume``)."""
     record = "INSERT INTO consumed (n) VALUES (1)"
     with psycopg.connect(url, autocommit=True) as conn:
         if how == "delete":
-            claim = sql.SQL(
-                "DELETE FROM {t} WHERE ctid = ANY(ARRAY("
-                "SELECT ctid FROM {t} LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING 1"
-            ).format(t=sql.Identifier(table))
+            claim = _delete_claim(table)
             while True:
                 with conn.transaction(), conn.cursor() as cur:
                     taken = len(cur.execute(claim).fetchall())
@@ -576,7 +581,7 @@ def _wal_since(conn: psycopg.Connection[Any], start: str) -> tuple[str, dict[str
     Positions are the flushed end of the WAL, which every commit of this
     session has reached (PostgreSQL 15's ``pg_walinspect`` reads no further).
     """
-    end = str(_one(conn, "SELECT pg_current_wal_flush_lsn()::text"))
+    end = _flushed(conn)
     rows = conn.execute(
         'SELECT "resource_manager/record_type", record_size, fpi_size'
         " FROM pg_get_wal_stats(%s::pg_lsn, %s::pg_lsn, true) WHERE count > 0",
@@ -585,10 +590,11 @@ def _wal_since(conn: psycopg.Connection[Any], start: str) -> tuple[str, dict[str
     return end, {str(kind): (int(size), int(fpi)) for kind, size, fpi in rows}
 
 
-def _one(conn: psycopg.Connection[Any], query: str) -> object:
-    row = conn.execute(query).fetchone()
+def _flushed(conn: psycopg.Connection[Any]) -> str:
+    """The flushed end of the WAL."""
+    row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
     assert row is not None
-    return row[0]
+    return str(row[0])
 
 
 def wal_costs(url: str, measured: list[str], transactions: int) -> None:
@@ -613,7 +619,7 @@ def wal_costs(url: str, measured: list[str], transactions: int) -> None:
         _create_loops(conn, measured)
         for name in measured:
             conn.execute("CHECKPOINT")
-            start = str(_one(conn, "SELECT pg_current_wal_flush_lsn()::text"))
+            start = _flushed(conn)
             _call_loop(conn, name, transactions)
             end, kinds = _wal_since(conn, start)
             records = sum(size for size, _ in kinds.values()) / transactions
@@ -622,10 +628,7 @@ def wal_costs(url: str, measured: list[str], transactions: int) -> None:
             per_tx[name] = (records, images, by_kind)
             table, how = EVENTS_IN.get(name, ("", ""))
             if how == "delete":
-                claim = sql.SQL(
-                    "DELETE FROM {t} WHERE ctid = ANY(ARRAY("
-                    "SELECT ctid FROM {t} LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING 1"
-                ).format(t=sql.Identifier(table))
+                claim = _delete_claim(table)
                 taken = 0
                 while batch := len(conn.execute(claim).fetchall()):
                     taken += batch

@@ -448,11 +448,9 @@ def stored_head(app_label: str, model_name: str, key: str, op: str) -> str:
     holds every key but the rows the operation has (and ``context {}``,
     which a set context replaces); :func:`outbox_insert` joins it to them.
     """
-    missing = {name: None for name, row in zip(("old", "new"), _STATEMENT_ROWS[op]) if not row}
-    head: dict[str, object] = {
-        **{"app": app_label, "model": model_name, "trigger": key, "op": op},
-        **{"context": {}, **missing},
-    }
+    head: dict[str, object] = {"app": app_label, "model": model_name, "trigger": key, "op": op}
+    head["context"] = {}
+    head.update((name, None) for name, row in zip(("old", "new"), _STATEMENT_ROWS[op]) if not row)
     return f"{_literal(json.dumps(head, separators=(',', ':')))}::jsonb"
 
 
