@@ -26,12 +26,19 @@ broadcast table, their sequence) and one table per variant, all alike
   ``floor_log_keyed_document``: the same table, each row holding the
   document a durable trigger stores (1.3.1's shape, built as ``durable``
   builds it) in place of the bare row: what that document costs on its
-  own, without the outbox's other columns and the settings test; and
+  own, without the outbox's other columns and the settings test;
+  ``floor_log_keyed_document_flat`` builds that document with one
+  ``jsonb_build_object`` of every key instead of the constant head joined
+  to the row (1.5 µs slower per transaction, ``--loop``); and
   ``broadcast_unkeyed``: the broadcast body into a copy of the broadcast
   table without that key. Together they price the key;
 * ``broadcast_no_wakeup``, ``durable_no_wakeup`` and
   ``retained_no_wakeup``: the generated bodies without their wake-up test
   (the shared advisory lock), to price that test on its own;
+  ``durable_insert_only`` is the outbox INSERT alone (no settings test, no
+  wake-up) and ``durable_insert_wakeup`` that INSERT and the wake-up: with
+  ``durable`` and ``durable_no_wakeup`` they price the settings test and
+  the wake-up apart (0.5 µs each, ``--loop``);
 * ``broadcast_raw``: only the broadcast table's INSERT, one
   ``json_build_object`` per row, with no context test and no wake-up;
   ``broadcast_raw_unkeyed`` the same into the copy without the key, and
@@ -272,6 +279,28 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         f"        SELECT {pgpubsub_sql.stored_head('bench', 'costrow', 'after_insert', 'INSERT')}"
         " || jsonb_build_object('new', to_jsonb(r)) FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
+    "floor_log_keyed_document_flat": (
+        "",
+        "INSERT INTO floor_log_keyed (row)\n"
+        "        SELECT jsonb_build_object('app', 'bench', 'model', 'costrow', 'trigger',"
+        " 'after_insert', 'op', 'INSERT', 'context', '{}'::jsonb, 'old', NULL::jsonb,"
+        " 'new', to_jsonb(r)) FROM pgpubsub_new AS r;\n    RETURN NULL;",
+    ),
+    "durable_insert_only": (
+        "",
+        pgpubsub_sql.outbox_insert(
+            CHANNEL, "bench", "costrow", "after_insert", "INSERT", context=False
+        )
+        + "    RETURN NULL;",
+    ),
+    "durable_insert_wakeup": (
+        "",
+        pgpubsub_sql.outbox_insert(
+            CHANNEL, "bench", "costrow", "after_insert", "INSERT", context=False
+        )
+        + _WAKE_UP
+        + "    RETURN NULL;",
+    ),
     "broadcast_unkeyed": (
         "",
         _BROADCAST[1].replace("INTO pgpubsub_broadcast ", "INTO broadcast_unkeyed "),
@@ -309,6 +338,9 @@ EVENTS_IN: dict[str, tuple[str, str]] = {
     "durable_floor": ("pgpubsub_notification", "delete"),
     "floor_log_keyed": ("floor_log_keyed", "delete"),
     "floor_log_keyed_document": ("floor_log_keyed", "delete"),
+    "floor_log_keyed_document_flat": ("floor_log_keyed", "delete"),
+    "durable_insert_only": ("pgpubsub_notification", "delete"),
+    "durable_insert_wakeup": ("pgpubsub_notification", "delete"),
     "broadcast_unkeyed": ("broadcast_unkeyed", "delete"),
     "broadcast_no_wakeup": (pgpubsub_sql.BROADCAST_TABLE, "position"),
     "durable_no_wakeup": ("pgpubsub_notification", "delete"),

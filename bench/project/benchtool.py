@@ -293,6 +293,7 @@ def cmd_floor_consume(args: argparse.Namespace) -> None:
     log = sql.Identifier(schema, name)
     ref = {
         "row": sql.SQL("(row->>'id')::bigint"),
+        "document": sql.SQL("(row->'new'->>'id')::bigint"),
         "event": sql.SQL("(payload::jsonb->'new'->>'id')::bigint"),
     }[args.ref]
     claim = sql.SQL(
@@ -323,7 +324,7 @@ def main() -> None:
     floor.add_argument("--table", required=True, help="schema.table of the floor's events")
     floor.add_argument("--batch", type=int, default=500)
     floor.add_argument("--kind", default=FLOOR_CONSUMED_KIND, help="what the listener records")
-    floor.add_argument("--ref", choices=("row", "event"), default="row")
+    floor.add_argument("--ref", choices=("row", "document", "event"), default="row")
     for name in ("bulk", "notify", "paced", "bare", "bare-produce", "listener-only"):
         p = sub.add_parser(name)
         p.add_argument("--mode", choices=sorted(MODELS), default="broadcast")

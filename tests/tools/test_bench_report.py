@@ -87,3 +87,36 @@ def test_the_reference_note_says_how_far_neighbouring_runs_differed() -> None:
     note = _figure(results, "w8_reference_c32").note
     assert "neighbouring runs differ by" in note
     assert "40% at most" in note
+
+
+def test_durable_is_judged_against_the_limit_that_stores_its_document() -> None:
+    # Target 0.65 at 32 writers. The plain limit runs at 0.62, the limit
+    # holding durable's document at 0.58; durable at 0.54 is within 10% of
+    # the second (0.93 of it) but not of the first (0.87); retained at 0.54
+    # is judged against the plain limit alone.
+    results = {
+        "w8_reference": {"ours": [_run(0, 100), _run(2, 100), _run(4, 100), _run(6, 100)]},
+        "w8_floor_consumed": {"ours": [_run(1, 62)]},
+        "w8_floor_document": {"ours": [_run(3, 58)]},
+        "w8_durable": {"ours": [_run(5, 54)]},
+        "w8_retained": {"ours": [_run(5, 54)]},
+    }
+    durable = _figure(results, "w8_durable_c32")
+    assert durable.met is False and durable.at_limit
+    assert report.verdict(durable) == "at limit"
+    assert "limit with durable's document 0.58x, ours = 0.93 of it" in durable.note
+    assert "ours = 0.87 of the limit" in durable.note
+    retained = _figure(results, "w8_retained_c32")
+    assert retained.met is False and not retained.at_limit
+    assert report.verdict(retained) == "MISSED"
+
+
+def test_without_the_document_limit_durable_is_judged_against_the_plain_limit() -> None:
+    results = {
+        "w8_reference": {"ours": [_run(0, 100), _run(2, 100)]},
+        "w8_floor_consumed": {"ours": [_run(1, 62)]},
+        "w8_durable": {"ours": [_run(1, 54)]},
+    }
+    durable = _figure(results, "w8_durable_c32")
+    assert durable.met is False and not durable.at_limit
+    assert "document" not in durable.note
