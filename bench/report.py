@@ -394,6 +394,8 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             med(ratios("floor_consumed", OURS, clients)),
         )
         limit_runs = runs("floor_consumed", OURS, clients)
+        keyed = med(ratios("floor_keyed", OURS, clients))
+        document = med(ratios("floor_document", OURS, clients))
         for kind in W8_KINDS:
             ours_runs, theirs_runs = runs(kind, OURS, clients), runs(kind, THEIRS, clients)
             ours_ratios, theirs_ratios = ratios(kind, OURS, clients), ratios(kind, THEIRS, clients)
@@ -406,7 +408,6 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             # when the run measured it (--w8-bare), since a durable event
             # must be stored in that shape; else the plain limit.
             limit, kind_limit_runs = floors[2], limit_runs
-            document = med(ratios("floor_document", OURS, clients))
             if kind == "durable" and document is not None:
                 limit, kind_limit_runs = document, runs("floor_document", OURS, clients)
             at_limit = bool(
@@ -436,7 +437,6 @@ def writes_figures(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[
             parts = []
             if o is not None and floors[2]:
                 parts.append(f"ours = {o / floors[2]:.2f} of the limit")
-            keyed = med(ratios("floor_keyed", OURS, clients))
             if o is not None and keyed:
                 parts.append(
                     f"limit with the ordered key {keyed:.2f}x, ours = {o / keyed:.2f} of it"

@@ -223,6 +223,11 @@ _RAW_INSERT = (
     " FROM pgpubsub_new AS r;\n    RETURN NULL;"
 )
 
+# The durable body's outbox INSERT alone, with no settings test and no wake-up.
+_OUTBOX_INSERT = pgpubsub_sql.outbox_insert(
+    CHANNEL, "bench", "costrow", "after_insert", "INSERT", context=False
+)
+
 #: Variant name -> the trigger function's DECLARE and body (None: no trigger).
 VARIANTS: dict[str, tuple[str, str] | None] = {
     "none": None,
@@ -286,21 +291,8 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
         " 'after_insert', 'op', 'INSERT', 'context', '{}'::jsonb, 'old', NULL::jsonb,"
         " 'new', to_jsonb(r)) FROM pgpubsub_new AS r;\n    RETURN NULL;",
     ),
-    "durable_insert_only": (
-        "",
-        pgpubsub_sql.outbox_insert(
-            CHANNEL, "bench", "costrow", "after_insert", "INSERT", context=False
-        )
-        + "    RETURN NULL;",
-    ),
-    "durable_insert_wakeup": (
-        "",
-        pgpubsub_sql.outbox_insert(
-            CHANNEL, "bench", "costrow", "after_insert", "INSERT", context=False
-        )
-        + _WAKE_UP
-        + "    RETURN NULL;",
-    ),
+    "durable_insert_only": ("", _OUTBOX_INSERT + "    RETURN NULL;"),
+    "durable_insert_wakeup": ("", _OUTBOX_INSERT + _WAKE_UP + "    RETURN NULL;"),
     "broadcast_unkeyed": (
         "",
         _BROADCAST[1].replace("INTO pgpubsub_broadcast ", "INTO broadcast_unkeyed "),

@@ -123,10 +123,13 @@ FLOOR_LOG = Variant(
 )
 
 
-def _limit(key: str, label: str, rows: str, log: str) -> Variant:
-    """A log floor on ``rows`` whose events, logged in ``log``, a bare consumer takes."""
+def _limit(key: str, label: str, rows: str, log: str, ref: str = "row") -> Variant:
+    """A log floor on ``rows`` whose events, logged in ``log``, a bare consumer takes.
+
+    ``ref``: where a logged event names its row (``benchtool.py floor-consume --ref``).
+    """
     return Variant(
-        key, label, "ours", (FLOOR_SCHEMA, rows), kind=key, bare=((FLOOR_SCHEMA, log), "row")
+        key, label, "ours", (FLOOR_SCHEMA, rows), kind=key, bare=((FLOOR_SCHEMA, log), ref)
     )
 
 
@@ -148,9 +151,8 @@ FLOOR_CONSUMED_KEYED = _limit(
 #: bare consumer takes it. The document is part of the limit because
 #: drop-in compatibility requires it: 1.3.1's users filter and query the
 #: stored notifications by it.
-FLOOR_CONSUMED_DOCUMENT = dataclasses.replace(
-    _limit("floor_document", "limit with durable's document", "document_rows", "document_log"),
-    bare=((FLOOR_SCHEMA, "document_log"), "document"),
+FLOOR_CONSUMED_DOCUMENT = _limit(
+    "floor_document", "limit with durable's document", "document_rows", "document_log", "document"
 )
 #: The constant part of the document our durable trigger stores for the
 #: durable kind's model (what ``pgpubsub.sql.stored_head`` builds for it).
@@ -353,10 +355,20 @@ def create_floors(impl: Impl) -> None:
     document_rows = sql.Identifier(*FLOOR_CONSUMED_DOCUMENT.table)  # type: ignore[arg-type]
     document_log = sql.Identifier(*FLOOR_CONSUMED_DOCUMENT.bare[0])  # type: ignore[index]
     document_fn = sql.Identifier(FLOOR_SCHEMA, "log_document")
+    # A log's trigger function: (function, log, each row's event from r).
     log_only = sql.SQL(
         "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-        "BEGIN\n    INSERT INTO {} (row) SELECT to_jsonb(r) FROM new_rows r;\n"
+        "BEGIN\n    INSERT INTO {} (row) SELECT {} FROM new_rows r;\n"
         "    RETURN NULL;\nEND\n$$"
+    )
+    row = sql.SQL("to_jsonb(r)")
+    document = sql.SQL("{}::jsonb || jsonb_build_object('new', to_jsonb(r))").format(
+        sql.Literal(DURABLE_HEAD)
+    )
+    # A log's trigger: (trigger, table, function).
+    log_trigger = sql.SQL(
+        "CREATE TRIGGER {} AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
     )
     statements = [
         sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema),
@@ -393,35 +405,24 @@ def create_floors(impl: Impl) -> None:
             "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             "BEGIN\n    PERFORM pg_notify('c', 'x');\n    RETURN NULL;\nEND\n$$"
         ).format(notify_fn),
-        sql.SQL(
-            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n    INSERT INTO {} (row)\n"
-            "        SELECT {}::jsonb || jsonb_build_object('new', to_jsonb(r)) FROM new_rows r;\n"
-            "    RETURN NULL;\nEND\n$$"
-        ).format(document_fn, document_log, sql.Literal(DURABLE_HEAD)),
-        # The limits' triggers have the log floor's body, into the tables their consumers read.
-        log_only.format(log_fn, log),
-        log_only.format(consumed_fn, consumed_log),
-        log_only.format(keyed_fn, keyed_log),
+        # The limits' triggers have the log floor's body, into the tables their
+        # consumers read; the document limit's logs durable's document instead.
+        log_only.format(log_fn, log, row),
+        log_only.format(consumed_fn, consumed_log, row),
+        log_only.format(keyed_fn, keyed_log, row),
+        log_only.format(document_fn, document_log, document),
         sql.SQL(
             "CREATE TRIGGER notify_only AFTER INSERT ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
         ).format(notify_rows, notify_fn),
-        sql.SQL(
-            "CREATE TRIGGER log_only AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
-            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
-        ).format(log_rows, log_fn),
-        sql.SQL(
-            "CREATE TRIGGER log_consumed AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
-            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
-        ).format(consumed_rows, consumed_fn),
-        sql.SQL(
-            "CREATE TRIGGER log_keyed AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
-            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
-        ).format(keyed_rows, keyed_fn),
-        sql.SQL(
-            "CREATE TRIGGER log_document AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
-            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
-        ).format(document_rows, document_fn),
+        *(
+            log_trigger.format(sql.Identifier(name), rows, fn)
+            for name, rows, fn in (
+                ("log_only", log_rows, log_fn),
+                ("log_consumed", consumed_rows, consumed_fn),
+                ("log_keyed", keyed_rows, keyed_fn),
+                ("log_document", document_rows, document_fn),
+            )
+        ),
     ]
     with impl.connect() as conn, conn.transaction():
         for statement in statements:
